@@ -1,0 +1,134 @@
+"""``harness run`` and ``harness list``.
+
+Exit status: 0 every cell finished; 1 some cells failed (all were recorded);
+2 bad input, reported in one line before any work; 130 interrupted (finished
+cells are saved; rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.config import ConfigError, describe_config
+from harness.registry import UnknownNameError
+
+EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="A benchmark harness for continual learning.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a grid of cells (method x stream x scenario x backbone x seed)")
+    run.add_argument("--grid", required=True, help="a grid name (see `harness list grids`) or a YAML file")
+    run.add_argument("--methods", type=_csv, default=(), help="only these methods (comma-separated)")
+    run.add_argument("--streams", type=_csv, default=(), help="only these streams (comma-separated)")
+    run.add_argument("--scenarios", type=_csv, default=(), help="only these scenarios (comma-separated)")
+    run.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 instead of the grid's")
+    run.add_argument("--scale", type=float, default=1.0, help="multiply every step budget by F (a quick look)")
+    run.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<grid>)")
+    run.add_argument("--data-dir", default=None, help="datasets in torchvision's layout (default: $HARNESS_DATA_DIR)")
+    run.add_argument("--address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else local)")
+    run.add_argument("--executor", choices=("ray", "inline"), default="ray", help="inline: one cell at a time here")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument("--cpus-per-cell", type=int, default=1, help="CPUs (and torch threads) per cell")
+    run.add_argument("--dry-run", action="store_true", help="validate and list the cells; train nothing")
+
+    show = commands.add_parser("list", help="list methods, streams, scenarios or grids")
+    show.add_argument("what", choices=("methods", "streams", "scenarios", "grids"))
+    return parser
+
+
+def _list(what: str) -> None:
+    if what == "methods":
+        from methods import METHODS
+
+        for name in METHODS.names():
+            cls = METHODS.get(name)
+            print(f"{name} (version {cls.version}; scenarios {', '.join(sorted(cls.scenarios))})")
+            for line in describe_config(cls.Config):
+                print(f"    {line}")
+    elif what == "streams":
+        from scenarios import STREAMS
+
+        for name in STREAMS.names():
+            cls = STREAMS.get(name)
+            data = f"; reads {', '.join(cls.datasets)}" if cls.datasets else ""
+            print(f"{name}{data}")
+            for line in describe_config(cls.Config):
+                print(f"    {line}")
+    elif what == "scenarios":
+        from scenarios import RULES
+
+        for scenario, rules in RULES.items():
+            print(f"{scenario.value}: {rules.description}")
+    else:
+        from harness.grid import grid_names, load_grid_file, locate_grid
+
+        for name in grid_names():
+            data = load_grid_file(locate_grid(name))
+            print(f"{name}: {' '.join(str(data.get('description', '')).split())}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from harness.grid import Filters, expand_grid
+    from harness.scheduler import RunOptions, datasets_needed, run_grid
+
+    if args.cpus_per_cell < 1:
+        raise ConfigError(f"--cpus-per-cell must be >= 1, got {args.cpus_per_cell}")
+    filters = Filters(args.methods, args.streams, args.scenarios, args.seeds, args.scale)
+    cells = expand_grid(args.grid, filters)
+    grid_name = cells[0].grid
+    out = args.out or Path("runs") / grid_name
+    data_dir = args.data_dir or os.environ.get("HARNESS_DATA_DIR")
+    if args.dry_run:
+        for cell in cells:
+            print(f"{cell.cell_id}  {cell.label()}  tags={','.join(cell.tags)}")
+        print(f"{len(cells)} cells; data: {', '.join(datasets_needed(cells)) or 'none'}; output: {out}")
+        return EXIT_OK
+    options = RunOptions(
+        out=out,
+        data_dir=data_dir,
+        executor=args.executor,
+        address=args.address,
+        device=args.device,
+        cpus_per_cell=args.cpus_per_cell,
+    )
+    summary = run_grid(cells, options)
+    print(
+        f"{summary.total} cells: {summary.done} done, {summary.failed} failed, "
+        f"{summary.skipped} already finished; results in {out}"
+    )
+    for failure in summary.failures:
+        print(f"  failed: {failure}", file=sys.stderr)
+    return EXIT_FAILED_CELLS if summary.failed else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from results.store import OutputError
+    from scenarios.datasets import DataCorruptError, DataMissingError
+
+    try:
+        if args.command == "list":
+            _list(args.what)
+            return EXIT_OK
+        return _run(args)
+    except (ConfigError, UnknownNameError, DataMissingError, DataCorruptError, OutputError) as error:
+        print(f"harness: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("harness: interrupted; finished cells are saved, rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

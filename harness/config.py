@@ -1,0 +1,138 @@
+"""Turn plain YAML mappings into typed, frozen config dataclasses, or fail in one line.
+
+Config classes are ordinary frozen dataclasses. A field may declare bounds with
+``field(metadata={"min": 0, "max": 1})``; ``__post_init__`` may add checks of
+its own by raising ``ValueError``. Supported field types: bool, int, float,
+str, ``Literal[...]``, ``tuple[int, ...]`` / ``tuple[float, ...]`` and
+``X | None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from harness.registry import did_you_mean
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A bad value in a grid or on the command line; the message is one line."""
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if get_origin(tp) is tuple:
+        return f"a list of {_type_name(get_args(tp)[0])}"
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if tp is type(None):
+        return "null"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """Return value converted to tp, or raise TypeError."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in get_args(tp):
+            try:
+                return _coerce(value, option)
+            except TypeError:
+                continue
+        raise TypeError
+    if tp is type(None):
+        if value is None:
+            return None
+        raise TypeError
+    if origin is Literal:
+        if value in get_args(tp) and not isinstance(value, bool):
+            return value
+        raise TypeError
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError
+        return tuple(_coerce(v, get_args(tp)[0]) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise TypeError from None
+        raise TypeError
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    raise TypeError(f"unsupported config field type {tp!r}")
+
+
+def _check_bounds(where: str, name: str, value: Any, metadata: Mapping[str, Any]) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    low, high = metadata.get("min"), metadata.get("max")
+    for v in values:
+        if v is None:
+            continue
+        if low is not None and v < low:
+            raise ConfigError(f"{where}: {name} must be >= {low}, got {value!r}")
+        if high is not None and v > high:
+            raise ConfigError(f"{where}: {name} must be <= {high}, got {value!r}")
+
+
+def parse_config(cls: type[C], raw: Mapping[str, Any] | None, where: str) -> C:
+    """Build cls from raw, checking names, types and bounds; ``where`` prefixes every error."""
+    raw = dict(raw or {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(
+                f"{where}: unknown setting {key!r}{did_you_mean(str(key), list(fields))}; "
+                f"accepted: {', '.join(fields) or 'none'}"
+            )
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        try:
+            values[name] = _coerce(value, hints[name])
+        except TypeError:
+            raise ConfigError(f"{where}: {name} must be {_type_name(hints[name])}, got {value!r}") from None
+        _check_bounds(where, name, values[name], fields[name].metadata)
+    try:
+        return cls(**values)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return {
+        f.name: list(v) if isinstance(v := getattr(config, f.name), tuple) else v for f in dataclasses.fields(config)
+    }
+
+
+def describe_config(cls: type) -> list[str]:
+    """One line per setting: name, type, default and bounds (for ``harness list``)."""
+    hints = typing.get_type_hints(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        bounds = "".join(f" {k}={f.metadata[k]}" for k in ("min", "max") if k in f.metadata)
+        lines.append(f"{f.name}: {_type_name(hints[f.name])} = {default!r}{bounds}")
+    return lines

@@ -1,0 +1,233 @@
+"""Grids: named, declarative YAML lists of experiments, expanded and validated into cells.
+
+A grid file::
+
+    name: smoke
+    description: ...
+    defaults:                     # merged under every experiment
+      seeds: 2                    # a count (0..N-1) or a list
+      backbone: lenet_300_100     # preset or {name: fc, hidden: [...]}
+      training: {lr: 1.0e-4}
+    experiments:
+      - tag: permuted-gg          # what figure or table it reproduces
+        methods: [standard, {name: ewc, ewc_lambda: 100}]
+        streams: [{name: permuted_mnist, num_tasks: 3, steps_per_task: 200}]
+        scenarios: [GG]
+
+Every (method, stream, scenario, backbone, seed) combination of an experiment
+is a cell; a method paired with a scenario it does not support is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.backbones import parse_backbone
+from harness.cells import Cell
+from harness.config import ConfigError, config_to_dict, parse_config
+from harness.registry import UnknownNameError, did_you_mean
+from harness.runner import TrainingConfig
+from methods import METHODS
+from scenarios import STREAMS, parse_scenario
+
+GRIDS_DIR = Path(__file__).parent / "grids"
+EXPERIMENT_KEYS = {"tag", "methods", "streams", "scenarios", "backbone", "backbones", "seeds", "training"}
+DEFAULT_KEYS = EXPERIMENT_KEYS - {"tag", "methods", "streams", "scenarios"}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Command-line narrowing and overrides of a grid."""
+
+    methods: tuple[str, ...] = ()
+    streams: tuple[str, ...] = ()
+    scenarios: tuple[str, ...] = ()
+    seeds: int | None = None
+    scale: float = 1.0
+
+
+def grid_names() -> list[str]:
+    return sorted(p.stem for p in GRIDS_DIR.glob("*.yaml"))
+
+
+def locate_grid(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"grid file {name_or_path} does not exist")
+        return path
+    candidate = GRIDS_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(
+            f"unknown grid {name_or_path!r}{did_you_mean(name_or_path, grid_names())}; "
+            f"known: {', '.join(grid_names())} (or a path to a .yaml file)"
+        )
+    return candidate
+
+
+def load_grid_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"grid file {path} is not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("experiments"), list) or not data["experiments"]:
+        raise ConfigError(f"grid file {path} must be a mapping with a non-empty list under 'experiments'")
+    unknown = set(data) - {"name", "description", "defaults", "experiments"}
+    if unknown:
+        raise ConfigError(f"grid file {path}: unknown top-level key(s) {sorted(unknown)}")
+    return data
+
+
+def _as_list(value: Any, where: str, what: str) -> list[Any]:
+    if value is None:
+        raise ConfigError(f"{where}: missing '{what}'")
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ConfigError(f"{where}: '{what}' is empty")
+    return items
+
+
+def _named(entry: Any, where: str, what: str) -> tuple[str, dict[str, Any]]:
+    """'name' or {name: ..., setting: value, ...} -> (name, settings)."""
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+        settings = dict(entry)
+        return settings.pop("name"), settings
+    raise ConfigError(f"{where}: each of '{what}' must be a name or a mapping with a 'name', got {entry!r}")
+
+
+def _seeds(value: Any, where: str) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        return list(value)
+    raise ConfigError(f"{where}: seeds must be a count >= 1 or a list of integers, got {value!r}")
+
+
+def _lookup(registry: Any, name: str, where: str) -> Any:
+    try:
+        return registry.get(name)
+    except UnknownNameError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def expand_grid(name_or_path: str, filters: Filters = Filters()) -> list[Cell]:
+    """Parse, validate and expand a grid into unique cells; every error is a one-line ConfigError."""
+    _validate_filters(filters)
+    path = locate_grid(name_or_path)
+    data = load_grid_file(path)
+    grid_name = str(data.get("name") or path.stem)
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict) or set(defaults) - DEFAULT_KEYS:
+        raise ConfigError(f"grid {grid_name}: 'defaults' may hold only {sorted(DEFAULT_KEYS)}")
+    cells: dict[str, Cell] = {}
+    for index, experiment in enumerate(data["experiments"]):
+        if not isinstance(experiment, dict):
+            raise ConfigError(f"grid {grid_name}, experiment {index + 1}: must be a mapping, got {experiment!r}")
+        where = f"grid {grid_name}, experiment {experiment.get('tag', index + 1)!r}"
+        unknown = set(experiment) - EXPERIMENT_KEYS
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ConfigError(f"{where}: unknown key {key!r}{did_you_mean(key, sorted(EXPERIMENT_KEYS))}")
+        for cell in _expand_experiment(grid_name, where, {**defaults, **experiment}, filters):
+            if cell.cell_id in cells:
+                merged = tuple(dict.fromkeys(cells[cell.cell_id].tags + cell.tags))
+                cells[cell.cell_id] = dataclasses.replace(cells[cell.cell_id], tags=merged)
+            else:
+                cells[cell.cell_id] = cell
+    if not cells:
+        raise ConfigError(f"grid {grid_name}: no cells left after the --methods/--streams/--scenarios filters")
+    return list(cells.values())
+
+
+def _validate_filters(filters: Filters) -> None:
+    for name in filters.methods:
+        _lookup(METHODS, name, "--methods")
+    for name in filters.streams:
+        _lookup(STREAMS, name, "--streams")
+    for name in filters.scenarios:
+        try:
+            parse_scenario(name)
+        except UnknownNameError as error:
+            raise ConfigError(f"--scenarios: {error}") from None
+    if filters.seeds is not None and filters.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {filters.seeds}")
+    if not filters.scale > 0:
+        raise ConfigError(f"--scale must be > 0, got {filters.scale}")
+
+
+def _expand_experiment(grid: str, where: str, spec: dict[str, Any], filters: Filters) -> list[Cell]:
+    tag = str(spec.get("tag", ""))
+    training = parse_config(TrainingConfig, spec.get("training"), f"{where}, training")
+    if filters.scale != 1.0 and training.probe_every:
+        training = dataclasses.replace(training, probe_every=max(1, round(training.probe_every * filters.scale)))
+    if "backbone" in spec and "backbones" in spec:
+        raise ConfigError(f"{where}: give 'backbone' or 'backbones', not both")
+    backbones = [parse_backbone(b, where) for b in _as_list(spec.get("backbones", spec.get("backbone")), where, "backbone")]
+    seeds = list(range(filters.seeds)) if filters.seeds else _seeds(spec.get("seeds", 1), where)
+
+    methods = []
+    for entry in _as_list(spec.get("methods"), where, "methods"):
+        name, settings = _named(entry, where, "methods")
+        cls = _lookup(METHODS, name, where)
+        methods.append((name, cls, parse_config(cls.Config, settings, f"{where}, method {name}")))
+    streams = []
+    for entry in _as_list(spec.get("streams"), where, "streams"):
+        name, settings = _named(entry, where, "streams")
+        cls = _lookup(STREAMS, name, where)
+        config = parse_config(cls.Config, settings, f"{where}, stream {name}")
+        streams.append((name, cls.scaled(config, filters.scale) if filters.scale != 1.0 else config))
+    scenarios = []
+    for name in _as_list(spec.get("scenarios"), where, "scenarios"):
+        try:
+            scenarios.append(parse_scenario(str(name)))
+        except UnknownNameError as error:
+            raise ConfigError(f"{where}: {error}") from None
+
+    for method_name, cls, _ in methods:
+        for scenario in scenarios:
+            if scenario.value not in cls.scenarios:
+                raise ConfigError(
+                    f"{where}: method {method_name} does not support scenario {scenario.value} "
+                    f"(it supports {', '.join(sorted(cls.scenarios))})"
+                )
+    if training.probe_task >= 1 and any(getattr(c, "num_tasks", None) == 1 for _, c in streams):
+        raise ConfigError(f"{where}: training.probe_task {training.probe_task} is beyond a one-task stream")
+
+    cells = []
+    for method_name, cls, method_config in methods:
+        if filters.methods and method_name not in filters.methods:
+            continue
+        for stream_name, stream_config in streams:
+            if filters.streams and stream_name not in filters.streams:
+                continue
+            for scenario in scenarios:
+                if filters.scenarios and scenario.value not in filters.scenarios:
+                    continue
+                for backbone in backbones:
+                    for seed in seeds:
+                        cells.append(
+                            Cell(
+                                grid=grid,
+                                tags=(tag,) if tag else (),
+                                method=method_name,
+                                method_version=cls.version,
+                                method_config=config_to_dict(method_config),
+                                stream=stream_name,
+                                stream_config=config_to_dict(stream_config),
+                                scenario=scenario.value,
+                                backbone=config_to_dict(backbone),
+                                training=config_to_dict(training),
+                                seed=seed,
+                            )
+                        )
+    return cells

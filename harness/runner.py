@@ -1,0 +1,371 @@
+"""The one training loop: run a cell in this process and return its result rows.
+
+``run_cell`` never raises for a failing cell: the error becomes the cell's
+status, and the evaluations made before it are kept. No host sync happens
+inside the training step; the loop syncs at evaluation points only, which is
+also where it checks that the loss is still finite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+import harness
+from harness.backbones import BackboneSpec, backbone_factory
+from harness.cells import Cell
+from harness.config import parse_config
+from methods import METHODS
+from methods.base import BuildContext, LabelSpace, Method, trainable
+from scenarios import RULES, STREAMS, Scenario
+from scenarios.streams import Segment, Stream
+from scenarios.taxonomy import Rules, to_label_space
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    batch_size: int = field(default=128, metadata={"min": 1})  # both papers: 128
+    optimizer: Literal["rmsprop", "adam", "sgd"] = "rmsprop"  # both papers: RMSprop
+    lr: float = field(default=1e-4, metadata={"min": 0.0})  # both papers: 1e-4 on the MNIST family
+    probe_every: int = field(default=100, metadata={"min": 0})  # steps between probes of probe_task (0: none)
+    probe_task: int = field(default=0, metadata={"min": 0})  # PSP Figures 2-5 plot task 0 over time
+    probe_samples: int = field(default=2000, metadata={"min": 0})  # test examples per probe (0: all)
+    eval_batch_size: int = field(default=128, metadata={"min": 1})  # task inference runs once per test batch
+    eval_samples: int = field(default=0, metadata={"min": 0})  # test examples per task in the matrix (0: all)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What the driver tells a worker beyond the cell."""
+
+    data_dir: str | None
+    device: str  # "cpu", "cuda"
+    threads: int
+    git_sha: str = ""
+
+
+@dataclass
+class CellResult:
+    run: dict[str, Any]
+    evals: list[dict[str, Any]]
+
+
+def make_optimizer(params: Sequence[nn.Parameter], config: TrainingConfig) -> torch.optim.Optimizer:
+    params = list(params) or [nn.Parameter(torch.zeros(()))]  # a method may train nothing for a while
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=config.lr)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr)
+    return torch.optim.SGD(params, lr=config.lr)
+
+
+def build_stream(cell: Cell, device: torch.device, data_dir: str | None) -> Stream:
+    cls = STREAMS.get(cell.stream)
+    config = parse_config(cls.Config, cell.stream_config, f"stream {cell.stream}")
+    return cls(config, seed=cell.seed, device=device, data_dir=Path(data_dir) if data_dir else None)
+
+
+def build_method(cell: Cell) -> Method:
+    cls = METHODS.get(cell.method)
+    return cls(parse_config(cls.Config, cell.method_config, f"method {cell.method}"))
+
+
+class PeakMemory:
+    """Peak memory of this cell: CUDA allocations on a GPU, else the process's resident set (VmHWM)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            try:  # "5" resets the resident-set high-water mark (Linux >= 4.0), so reused workers measure per cell
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass
+
+    @property
+    def kind(self) -> str:
+        return "cuda_allocated" if self.device.type == "cuda" else "process_rss"
+
+    def peak_bytes(self) -> int:
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Clock:
+    """Splits wall time into training and evaluation; syncs the device only when reading it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.start = time.perf_counter()
+        self.eval_seconds = 0.0
+        self._eval_started = 0.0
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def begin_eval(self) -> None:
+        self.sync()
+        self._eval_started = time.perf_counter()
+
+    def end_eval(self) -> None:
+        self.sync()
+        self.eval_seconds += time.perf_counter() - self._eval_started
+
+    def wall(self) -> float:
+        return time.perf_counter() - self.start
+
+
+class Loop:
+    """The state of one cell's training; methods never see it."""
+
+    def __init__(self, cell: Cell, settings: WorkerSettings) -> None:
+        self.cell = cell
+        self.device = torch.device(settings.device)
+        self.training = parse_config(TrainingConfig, cell.training, "training")
+        self.rules: Rules = RULES[Scenario(cell.scenario)]
+        self.rows: list[dict[str, Any]] = []
+        self.step = 0
+        self.samples = 0
+        self.seen: list[int] = []
+        self.last_loss: Tensor | None = None
+        self.clock = Clock(self.device)
+        self.memory = PeakMemory(self.device)
+        torch.manual_seed(cell.seed)
+        self.stream = build_stream(cell, self.device, settings.data_dir)
+        self.labels = LabelSpace(self.stream.num_tasks, self.stream.classes_per_task, self.rules.shared_labels)
+        self.method = build_method(cell)
+        spec = parse_config(BackboneSpec, cell.backbone, "backbone")
+        context = BuildContext(
+            scenario=cell.scenario,
+            label_space=self.labels,
+            make_backbone=backbone_factory(spec, self.stream.input_shape),
+            input_shape=self.stream.input_shape,
+            device=self.device,
+            seed=cell.seed,
+        )
+        self.module = self.method.build(context).to(self.device)
+        self.module.train()
+        self.optimizer = make_optimizer(trainable(self.module), self.training)
+
+    def _restart_optimizer(self, params: Sequence[nn.Parameter] | None) -> None:
+        if params is not None:
+            self.optimizer = make_optimizer(params, self.training)
+
+    def _targets(self, local: Tensor, task: int) -> Tensor:
+        return to_label_space(local, task, self.labels.classes_per_task, self.labels.shared)
+
+    def record(self, segment: int, eval_task: int, metric: str, value: float, n: int) -> None:
+        self.rows.append(
+            {
+                "cell_id": self.cell.cell_id,
+                "step": self.step,
+                "segment": segment,
+                "tasks_seen": len(self.seen),
+                "eval_task": eval_task,
+                "metric": metric,
+                "value": float(value),
+                "n": int(n),
+            }
+        )
+
+    @torch.enable_grad()
+    def evaluate(self, task: int, limit: int | None) -> dict[str, tuple[float, int]]:
+        """Accuracy on a task's test set, and task-inference accuracy where the task is hidden and inferable."""
+        visible = task if self.rules.task_at_test else None
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        task_correct = torch.zeros((), device=self.device, dtype=torch.long)
+        n = 0
+        inferred_any = False
+        for x, local in self.stream.test_batches(task, self.training.eval_batch_size, limit):
+            prediction = self.method.predict(x, visible)
+            logits = prediction.logits
+            if logits.shape != (len(x), self.labels.num_outputs):
+                raise ValueError(
+                    f"method {self.cell.method} predicted logits of shape {tuple(logits.shape)}, "
+                    f"the label space needs ({len(x)}, {self.labels.num_outputs})"
+                )
+            predicted = logits.argmax(1)
+            correct += (predicted == self._targets(local, task)).sum()
+            inferred = prediction.task
+            if inferred is None and not self.labels.shared:
+                inferred = predicted // self.labels.classes_per_task  # the task a k*l-way answer names
+            if inferred is not None and visible is None:
+                task_correct += (inferred == task).sum()
+                inferred_any = True
+            n += len(x)
+        metrics = {"accuracy": (correct.item() / max(n, 1), n)}
+        if inferred_any:
+            metrics["task_inference_accuracy"] = (task_correct.item() / max(n, 1), n)
+        return metrics
+
+    def _check_loss(self) -> None:
+        if self.last_loss is not None and not torch.isfinite(self.last_loss).item():
+            raise FloatingPointError(f"the training loss became {self.last_loss.item()} by step {self.step}")
+
+    def probe(self, segment: Segment) -> None:
+        task = self.training.probe_task
+        self.clock.begin_eval()
+        self.module.eval()
+        self._check_loss()
+        limit = self.training.probe_samples or None
+        for metric, (value, n) in self.evaluate(task, limit).items():
+            self.record(segment.index, task, f"probe_{metric}", value, n)
+        self.module.train()
+        self.clock.end_eval()
+
+    def evaluate_seen(self, segment: Segment) -> None:
+        self.clock.begin_eval()
+        self.module.eval()
+        self._check_loss()
+        if self.last_loss is not None:
+            self.record(segment.index, segment.task, "train_loss", self.last_loss.item(), self.training.batch_size)
+        limit = self.training.eval_samples or None
+        for task in self.seen:
+            for metric, (value, n) in self.evaluate(task, limit).items():
+                self.record(segment.index, task, metric, value, n)
+        self.record(segment.index, -1, "storage_bytes", sum(self.method.storage().values()), 0)
+        self.module.train()
+        self.clock.end_eval()
+
+    def train_segment(self, segment: Segment) -> None:
+        visible = segment.task if self.rules.task_in_training else None
+        if segment.task not in self.seen:
+            self.seen.append(segment.task)
+        if self.rules.boundaries_in_training:
+            self._restart_optimizer(self.method.begin_segment(visible, self.step))
+        probe_every = self.training.probe_every
+        probing = probe_every > 0 and self.training.probe_task < self.labels.num_tasks
+        for _ in range(segment.steps):
+            x, local = self.stream.train_batch(segment, self.step, self.training.batch_size)
+            loss = self.method.loss(x, self._targets(local, segment.task), visible)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self._restart_optimizer(self.method.after_step(self.step))
+            self.last_loss = loss.detach()
+            self.step += 1
+            self.samples += len(x)
+            if probing and self.step % probe_every == 0 and self.training.probe_task in self.seen:
+                self.probe(segment)
+        if self.rules.boundaries_in_training:
+            task = segment.task
+
+            def replay(n: int) -> tuple[Tensor, Tensor]:
+                x, local = self.stream.sample_train(task, n)
+                return x, self._targets(local, task)
+
+            self.method.end_segment(visible, replay)
+        self.evaluate_seen(segment)
+
+    def run(self) -> None:
+        if not self.rules.boundaries_in_training:
+            self._restart_optimizer(self.method.begin_segment(None, 0))
+        for segment in self.stream.segments():
+            self.train_segment(segment)
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "harness_version": harness.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+    }
+
+
+def run_cell(cell: Cell, settings: WorkerSettings) -> CellResult:
+    """Train and evaluate one cell here; failures are returned as a failed run, with the rows made before."""
+    torch.set_num_threads(max(1, settings.threads))
+    started = time.time()
+    loop: Loop | None = None
+    try:
+        loop = Loop(cell, settings)
+        loop.run()
+    except Exception as exc:  # a failed cell is a result, not a crash of the grid
+        run = make_run_row(cell, settings, loop, started, exc, traceback.format_exc())
+        return CellResult(run=run, evals=loop.rows if loop else [])
+    return CellResult(run=make_run_row(cell, settings, loop, started), evals=loop.rows)
+
+
+def failed_result(cell: Cell, settings: WorkerSettings, error: BaseException, trace: str = "") -> CellResult:
+    """The result of a cell that never returned (its worker died, or the scheduler gave up on it)."""
+    return CellResult(run=make_run_row(cell, settings, None, time.time(), error, trace), evals=[])
+
+
+def _one_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:2000]
+
+
+def make_run_row(
+    cell: Cell,
+    settings: WorkerSettings,
+    loop: Loop | None,
+    started: float,
+    error: BaseException | None = None,
+    trace: str = "",
+) -> dict[str, Any]:
+    wall = loop.clock.wall() if loop else 0.0
+    eval_seconds = loop.clock.eval_seconds if loop else 0.0
+    train_seconds = max(wall - eval_seconds, 0.0)
+    storage: dict[str, int] = {}
+    if loop is not None:
+        try:
+            storage = {k: int(v) for k, v in loop.method.storage().items()}
+        except Exception:  # a method that failed half-built may not know its storage
+            storage = {}
+    samples = loop.samples if loop else 0
+    return {
+        "cell_id": cell.cell_id,
+        "grid": cell.grid,
+        "tags": ",".join(cell.tags),
+        "method": cell.method,
+        "method_version": cell.method_version,
+        "method_config": json.dumps(cell.method_config, sort_keys=True),
+        "stream": cell.stream,
+        "stream_config": json.dumps(cell.stream_config, sort_keys=True),
+        "scenario": cell.scenario,
+        "backbone": json.dumps(cell.backbone, sort_keys=True),
+        "training": json.dumps(cell.training, sort_keys=True),
+        "seed": cell.seed,
+        "status": "ok" if error is None else "failed",
+        "error": "" if error is None else _one_line(error),
+        "traceback": trace[-8000:],
+        "started_at": started,
+        "wall_seconds": wall,
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "steps": loop.step if loop else 0,
+        "samples": samples,
+        "samples_per_second": samples / train_seconds if train_seconds > 0 else 0.0,
+        "peak_memory_bytes": loop.memory.peak_bytes() if loop else 0,
+        "peak_memory_kind": loop.memory.kind if loop else "",
+        "storage_bytes": sum(storage.values()),
+        "storage_parts": json.dumps(storage, sort_keys=True),
+        "device": settings.device,
+        "threads": settings.threads,
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "git_sha": settings.git_sha,
+        **_versions(),
+    }

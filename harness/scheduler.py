@@ -1,0 +1,241 @@
+"""Run cells: through Ray (a local instance sized to the machine, or an existing cluster) or in this process.
+
+The driver checks everything it can before the first cell starts (output
+folder, data, resources), skips cells already finished in the output folder,
+and writes each result the moment it arrives, so an interrupted grid loses at
+most the cells in flight and a rerun resumes.
+
+With Ray, every cell is a task with declared resources (CPUs; a fraction of a
+GPU for a small model, a whole one otherwise). Tasks run with
+``max_calls=0`` so worker processes, their ``import torch`` and their CUDA
+context are reused across cells, and ``max_retries`` so a cell whose worker
+dies is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.backbones import BackboneSpec, is_small
+from harness.cells import Cell
+from harness.config import ConfigError
+from harness.runner import CellResult, WorkerSettings, failed_result, run_cell
+from results.store import ResultStore
+from scenarios import STREAMS
+from scenarios.datasets import prepare_idx_dataset
+
+SMALL_MODEL_GPU_FRACTION = 0.25
+WORKER_RETRIES = 2  # a cell whose worker process dies is run again, at most this many times
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: Path
+    data_dir: str | None = None
+    executor: Literal["ray", "inline"] = "ray"
+    address: str | None = None  # None: $RAY_ADDRESS, else a new local Ray instance
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cpus_per_cell: int = 1
+    progress: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+@dataclass
+class Summary:
+    total: int = 0
+    skipped: int = 0  # finished in an earlier run
+    done: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.skipped - self.done - self.failed
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def datasets_needed(cells: Sequence[Cell]) -> list[str]:
+    return sorted({name for cell in cells for name in STREAMS.get(cell.stream).datasets})
+
+
+def prepare_data(cells: Sequence[Cell], data_dir: str | None) -> None:
+    """Find (or download) and decode every dataset the cells read; raises DataMissingError before any work."""
+    for name in datasets_needed(cells):
+        prepare_idx_dataset(name, Path(data_dir) if data_dir else None)
+
+
+class Progress:
+    def __init__(self, summary: Summary, emit: Callable[[str], None]) -> None:
+        self.summary = summary
+        self.emit = emit
+        self.started = time.monotonic()
+        self.last_emit = 0.0
+
+    def line(self, running: int) -> str:
+        s = self.summary
+        finished_now = s.done + s.failed
+        elapsed = time.monotonic() - self.started
+        eta = "?"
+        if finished_now:
+            seconds = elapsed / finished_now * s.remaining
+            eta = f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+        return (
+            f"[harness] {finished_now + s.skipped}/{s.total} cells: {s.done} done, {s.failed} failed, "
+            f"{s.skipped} skipped, {running} running, {s.remaining - running} waiting; "
+            f"elapsed {int(elapsed)}s, eta {eta}"
+        )
+
+    def show(self, running: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last_emit >= 10:
+            self.last_emit = now
+            self.emit(self.line(running))
+
+
+def _record(store: ResultStore, summary: Summary, cell: Cell, result: CellResult) -> None:
+    store.write_cell(result.run, result.evals)
+    if result.run["status"] == "ok":
+        summary.done += 1
+    else:
+        summary.failed += 1
+        summary.failures.append(f"{cell.label()} ({cell.cell_id}): {result.run['error']}")
+
+
+def run_grid(cells: Sequence[Cell], options: RunOptions) -> Summary:
+    """Run every cell not already finished in ``options.out``; returns the counts. Raises before any work on bad input."""
+    store = ResultStore(options.out)
+    store.ensure_writable()
+    prepare_data(cells, options.data_dir)
+    summary = Summary(total=len(cells))
+    finished = store.finished(c.cell_id for c in cells)
+    summary.skipped = len(finished)
+    todo = [c for c in cells if c.cell_id not in finished]
+    for path in store.unreadable():
+        options.progress(f"[harness] unreadable result file {path}: its cell will be run again")
+    if options.executor == "inline":
+        _run_inline(todo, options, store, summary)
+    else:
+        _run_ray(todo, options, store, summary)
+    return summary
+
+
+def _run_inline(cells: Sequence[Cell], options: RunOptions, store: ResultStore, summary: Summary) -> None:
+    device = "cuda" if options.device == "cuda" else "cpu"
+    if options.device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    settings = WorkerSettings(options.data_dir, device, options.cpus_per_cell, git_sha())
+    progress = Progress(summary, options.progress)
+    for cell in cells:
+        progress.show(running=1)
+        _record(store, summary, cell, run_cell(cell, settings))
+    progress.show(running=0, force=True)
+
+
+# ---- Ray ---------------------------------------------------------------------------------------------------------
+
+_remote_run_cell: Any = None
+
+
+def _remote() -> Any:
+    global _remote_run_cell
+    if _remote_run_cell is None:
+        import ray
+
+        _remote_run_cell = ray.remote(max_calls=0, max_retries=WORKER_RETRIES)(run_cell)
+    return _remote_run_cell
+
+
+def _start_ray(address: str | None) -> bool:
+    """Connect to a cluster or start a local instance; returns whether we started (and so must stop) it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+    if address:
+        try:
+            ray.init(address=address, **common)
+        except Exception as error:
+            raise ConfigError(f"cannot join the Ray cluster at {address!r}: {str(error).splitlines()[0]}") from None
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **common)
+    return True
+
+
+def _largest_node(resource: str) -> float:
+    import ray
+
+    return max((node["Resources"].get(resource, 0.0) for node in ray.nodes() if node.get("Alive")), default=0.0)
+
+
+def _resources(cells: Sequence[Cell], options: RunOptions) -> tuple[str, dict[str, dict[str, float]]]:
+    """The device cells run on and each cell's Ray resources; errors at once for what the cluster lacks."""
+    gpus = _largest_node("GPU")
+    cpus = _largest_node("CPU")
+    if options.cpus_per_cell > cpus:
+        raise ConfigError(f"--cpus-per-cell {options.cpus_per_cell} is more than any Ray node has ({int(cpus)} CPUs)")
+    if options.device == "cuda" and gpus < 1:
+        raise ConfigError("--device cuda asks for GPUs, but the Ray cluster has none (use --device cpu or auto)")
+    device = "cuda" if options.device == "cuda" or (options.device == "auto" and gpus >= 1) else "cpu"
+    per_cell = {}
+    for cell in cells:
+        resources = {"num_cpus": float(options.cpus_per_cell), "num_gpus": 0.0}
+        if device == "cuda":
+            small = is_small(BackboneSpec(**{**cell.backbone, "hidden": tuple(cell.backbone["hidden"])}))
+            resources["num_gpus"] = SMALL_MODEL_GPU_FRACTION if small else 1.0
+        per_cell[cell.cell_id] = resources
+    return device, per_cell
+
+
+def _run_ray(cells: Sequence[Cell], options: RunOptions, store: ResultStore, summary: Summary) -> None:
+    if not cells:
+        return
+    import ray
+
+    started_here = _start_ray(options.address)
+    try:
+        device, per_cell = _resources(cells, options)
+        settings = WorkerSettings(options.data_dir, device, options.cpus_per_cell, git_sha())
+        remote = _remote()
+        pending = {remote.options(**per_cell[c.cell_id]).remote(c, settings): c for c in cells}
+        slots = max(1, int(_largest_node("CPU") * max(1, len(ray.nodes())) // options.cpus_per_cell))
+        progress = Progress(summary, options.progress)
+        progress.show(running=min(slots, len(pending)), force=True)
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
+                for ref in ready:
+                    cell = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as error:  # the worker died more often than it was retried
+                        result = failed_result(cell, settings, error)
+                    _record(store, summary, cell, result)
+                    progress.show(running=min(slots, len(pending)), force=True)
+                progress.show(running=min(slots, len(pending)))
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,168 @@
+"""The Method API: what the one training loop asks of a continual-learning method.
+
+The runner owns the loop, the data, the optimiser and the results. A method
+owns its modules and answers a few hooks with values (DESIGN.md):
+
+    build(context) -> nn.Module            make modules through the layer kit
+    begin_segment(task, step) -> params?   None keeps the optimiser; a list starts a fresh one
+    loss(x, y, task) -> Tensor             the runner does backward and the optimiser step
+    after_step(step) -> params?            e.g. SI's path integral; NNs mask allocation
+    end_segment(task, replay)              e.g. EWC's Fisher, SupSup's mask freeze
+    predict(x, task) -> Prediction         logits over the label space, inferred task
+    storage() -> dict[str, int]            bytes needed to predict every task seen
+
+``task`` is None wherever the scenario hides it. Scenario names are plain
+strings here ("GG", "GNs", "GNu", "NNs") because methods never import
+``scenarios``; the harness checks them against the taxonomy.
+
+Backbones are written once against a :class:`LayerKit`; a method that needs
+other layers (PSP contexts, SupSup masks, BatchE factors) hands the backbone
+factory its own kit.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from harness.registry import Registry
+
+SCENARIO_NAMES = ("GG", "GNs", "GNu", "NNs")
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """The outputs a method must produce: ``classes_per_task`` per task when shared, all of them when not."""
+
+    num_tasks: int
+    classes_per_task: int
+    shared: bool
+
+    @property
+    def num_outputs(self) -> int:
+        return self.classes_per_task if self.shared else self.num_tasks * self.classes_per_task
+
+
+class LayerKit(Protocol):
+    """The layers a backbone is made of; each method may supply its own kit.
+
+    Conv and norm layers join this protocol with the convolutional backbones.
+    """
+
+    def linear(self, in_features: int, out_features: int) -> nn.Module: ...
+
+    def activation(self, num_features: int) -> nn.Module: ...
+
+
+class TorchKit:
+    """Plain PyTorch layers: what weight-training methods use."""
+
+    def linear(self, in_features: int, out_features: int) -> nn.Module:
+        return nn.Linear(in_features, out_features)
+
+    def activation(self, num_features: int) -> nn.Module:
+        return nn.ReLU()
+
+
+@dataclass
+class Backbone:
+    """A feature extractor built by the harness from a kit; heads are the method's business."""
+
+    trunk: nn.Module
+    feature_dim: int
+
+
+BackboneFactory = Callable[[LayerKit], Backbone]
+ReplaySampler = Callable[[int], tuple[Tensor, Tensor]]
+"""``sample(n) -> (x, y)``: n training examples of the segment that just ended, labels in the label space."""
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """Everything a method may know when it builds its modules."""
+
+    scenario: str
+    label_space: LabelSpace
+    make_backbone: BackboneFactory
+    input_shape: tuple[int, ...]
+    device: torch.device
+    seed: int
+
+
+@dataclass
+class Prediction:
+    """Logits over the label space, and the task the method inferred for each example, if it infers one."""
+
+    logits: Tensor
+    task: Tensor | None = None
+
+
+class Method(ABC):
+    """Base class of every method. Subclasses set the four class attributes and the abstract hooks."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    Config: ClassVar[type]
+    scenarios: ClassVar[frozenset[str]]
+
+    def __init__(self, config: object) -> None:
+        self.config = config
+
+    @abstractmethod
+    def build(self, context: BuildContext) -> nn.Module:
+        """Make every module and return their root (the runner switches it between train and eval)."""
+
+    def begin_segment(self, task: int | None, step: int) -> Sequence[nn.Parameter] | None:
+        """Called when a segment starts (once, with task None, in NNs). Return parameters to start a fresh optimiser."""
+        return None
+
+    @abstractmethod
+    def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
+        """The scalar to minimise on this batch."""
+
+    def after_step(self, step: int) -> Sequence[nn.Parameter] | None:
+        """Called after every optimiser step; gradients are still in ``.grad``. Must not sync with the device."""
+        return None
+
+    def end_segment(self, task: int | None, replay: ReplaySampler | None) -> None:
+        """Called when a segment ends (never in NNs, where boundaries are hidden)."""
+
+    @abstractmethod
+    def predict(self, x: Tensor, task: int | None) -> Prediction:
+        """Logits over the label space. Use ``torch.no_grad`` unless inference needs gradients."""
+
+    @abstractmethod
+    def storage(self) -> dict[str, int]:
+        """Bytes needed to predict every task seen so far, by part (weights, masks, heads, ...)."""
+
+
+METHODS: Registry[type[Method]] = Registry("method", entry_point_group="harness.methods")
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: ``@register_method("ewc")``. Checks the class declares what the harness needs."""
+
+    def add(cls: type[Method]) -> type[Method]:
+        for attribute in ("version", "Config", "scenarios"):
+            if not hasattr(cls, attribute):
+                raise TypeError(f"method {name!r} ({cls.__qualname__}) must define the class attribute {attribute!r}")
+        unknown = set(cls.scenarios) - set(SCENARIO_NAMES)
+        if unknown:
+            raise TypeError(f"method {name!r} declares unknown scenarios {sorted(unknown)}; known: {SCENARIO_NAMES}")
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return add
+
+
+def tensor_bytes(tensors: Iterable[Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]

@@ -1,0 +1,114 @@
+"""Elastic Weight Consolidation (Kirkpatrick et al. 2017) with a diagonal Fisher, offline or online.
+
+Penalty (Kirkpatrick eq. 3): ``lambda/2 * sum_t sum_i F_t,i (theta_i - theta*_t,i)^2``.
+
+Offline EWC keeps one quadratic per finished task; their sum is itself one
+quadratic, ``lambda/2 * sum_i A_i (theta_i - m_i)^2 + const`` with
+``A = sum_t F_t`` and the Fisher-weighted anchor ``m = sum_t F_t theta*_t / A``.
+Storing (A, m) gives the same gradients at a cost per step that does not grow
+with the number of tasks; the reported loss differs by a constant only.
+
+Online EWC (Schwarz et al. 2018, "Progress & Compress") keeps one running
+Fisher ``A <- gamma * A + F_t`` anchored at the latest task's weights.
+
+The Fisher is the mean of squared per-example gradients of the log-likelihood
+(computed with ``torch.func.vmap``), with labels sampled from the model's own
+predictive distribution (the true Fisher, as in Kirkpatrick et al.) or, with
+``fisher_labels: empirical``, the data's labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import functional_call, grad, vmap
+
+from methods.base import BuildContext, ReplaySampler, register_method, tensor_bytes
+from methods.standard import Standard
+
+FISHER_CHUNK = 128  # examples per vmap call: bounds the memory of per-example gradients
+
+
+@dataclass(frozen=True)
+class EWCConfig:
+    ewc_lambda: float = field(default=1000.0, metadata={"min": 0.0})  # penalty strength lambda
+    online: bool = False  # False: offline EWC (one penalty per task); True: online EWC
+    gamma: float = field(default=1.0, metadata={"min": 0.0, "max": 1.0})  # online EWC: decay of the old Fisher
+    fisher_samples: int = field(default=1024, metadata={"min": 1})  # examples of the finished task for its Fisher
+    fisher_labels: Literal["sampled", "empirical"] = "sampled"  # labels drawn from the model, or the data's
+
+
+@register_method("ewc")
+class EWC(Standard):
+    version = "1"
+    Config = EWCConfig
+    scenarios = frozenset({"GG", "GNs", "GNu"})  # consolidation needs task boundaries
+    config: EWCConfig
+
+    def build(self, context: BuildContext) -> torch.nn.Module:
+        net = super().build(context)
+        self.importance = [torch.zeros_like(p) for p in net.parameters()]
+        self.anchor = [p.detach().clone() for p in net.parameters()]
+        self.consolidated = False
+        return net
+
+    def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
+        loss = F.cross_entropy(self.net(x), y)
+        if not self.consolidated:
+            return loss
+        penalty = sum(
+            (a * (p - m).square()).sum() for p, a, m in zip(self.net.parameters(), self.importance, self.anchor)
+        )
+        return loss + 0.5 * self.config.ewc_lambda * penalty
+
+    def end_segment(self, task: int | None, replay: ReplaySampler | None) -> None:
+        assert replay is not None
+        fisher = self._fisher(replay)
+        params = [p.detach() for p in self.net.parameters()]
+        with torch.no_grad():
+            for a, m, f, p in zip(self.importance, self.anchor, fisher, params):
+                if self.config.online:
+                    a.mul_(self.config.gamma).add_(f)
+                    m.copy_(p)
+                else:
+                    total = a + f
+                    weighted = a * m + f * p
+                    m.copy_(torch.where(total > 0, weighted / total.clamp_min(1e-30), p))
+                    a.copy_(total)
+        self.consolidated = True
+
+    def _fisher(self, replay: ReplaySampler) -> list[Tensor]:
+        names = [n for n, _ in self.net.named_parameters()]
+        params = {n: p.detach() for n, p in self.net.named_parameters()}
+
+        def example_loss(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+            logits = functional_call(self.net, params, (x.unsqueeze(0),))
+            return F.cross_entropy(logits, y.unsqueeze(0))
+
+        per_example_grads = vmap(grad(example_loss), in_dims=(None, 0, 0))
+        sums = {n: torch.zeros_like(p) for n, p in params.items()}
+        remaining = self.config.fisher_samples
+        was_training = self.net.training
+        self.net.eval()
+        while remaining > 0:
+            x, y = replay(min(FISHER_CHUNK, remaining))
+            if self.config.fisher_labels == "sampled":
+                with torch.no_grad():
+                    y = torch.distributions.Categorical(logits=self.net(x)).sample()
+            grads = per_example_grads(params, x, y)
+            for n in names:
+                sums[n] += grads[n].square().sum(0)
+            remaining -= len(x)
+        self.net.train(was_training)
+        return [sums[n] / self.config.fisher_samples for n in names]
+
+    def storage(self) -> dict[str, int]:
+        parts = super().storage()
+        if self.consolidated:  # what training further needs; prediction alone needs only the weights
+            parts["fisher"] = tensor_bytes(self.importance)
+            parts["anchor"] = tensor_bytes(self.anchor)
+        return parts

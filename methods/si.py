@@ -1,0 +1,92 @@
+"""Synaptic Intelligence (Zenke, Poole and Ganguli 2017).
+
+While task mu trains, each parameter accumulates its contribution to the drop
+in the task loss along the optimisation path, ``w_k += -g_k * delta_theta_k``
+(sec. 3, the path integral, with g the gradient of the task loss alone). When
+the task ends, ``Omega_k += w_k / (Delta_k^2 + xi)`` with ``Delta_k`` the
+parameter's total change over the task (eq. 5), and later tasks pay the
+surrogate loss ``c * sum_k Omega_k (theta_k - theta~_k)^2`` (eq. 4).
+
+The runner's gradient is of the total loss; the penalty's share,
+``2c Omega (theta_prev - theta~)``, is subtracted to recover the task gradient.
+Every snapshot is a copy of the weights, never a view of them (a view would
+follow the weights and make every delta zero).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from methods.base import BuildContext, ReplaySampler, register_method, tensor_bytes
+from methods.standard import Standard
+
+
+@dataclass(frozen=True)
+class SIConfig:
+    c: float = field(default=0.1, metadata={"min": 0.0})  # strength of the surrogate loss (eq. 4)
+    xi: float = field(default=0.1, metadata={"min": 0.0})  # damping xi in eq. 5; must be > 0 unless paths never stall
+
+    def __post_init__(self) -> None:
+        if self.xi <= 0:
+            raise ValueError(f"xi must be > 0 (it damps a division by the squared change), got {self.xi}")
+
+
+@register_method("si")
+class SI(Standard):
+    version = "1"
+    Config = SIConfig
+    scenarios = frozenset({"GG", "GNs", "GNu"})  # consolidation needs task boundaries
+    config: SIConfig
+
+    def build(self, context: BuildContext) -> torch.nn.Module:
+        net = super().build(context)
+        self.params = list(net.parameters())
+        self.omega = [torch.zeros_like(p) for p in self.params]  # Omega: consolidated importance
+        self.anchor = [p.detach().clone() for p in self.params]  # theta~: weights at the end of the last task
+        self.path = [torch.zeros_like(p) for p in self.params]  # w: this task's path integral
+        self.previous = [p.detach().clone() for p in self.params]  # weights before the current step
+        self.task_start = [p.detach().clone() for p in self.params]
+        self.consolidated = False
+        return net
+
+    def begin_segment(self, task: int | None, step: int) -> None:
+        with torch.no_grad():
+            for start, prev, p in zip(self.task_start, self.previous, self.params):
+                start.copy_(p)
+                prev.copy_(p)
+
+    def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
+        loss = F.cross_entropy(self.net(x), y)
+        if not self.consolidated:
+            return loss
+        penalty = sum((o * (p - a).square()).sum() for p, o, a in zip(self.params, self.omega, self.anchor))
+        return loss + self.config.c * penalty
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        c = self.config.c
+        for p, prev, w, o, a in zip(self.params, self.previous, self.path, self.omega, self.anchor):
+            if p.grad is None:
+                continue
+            task_grad = p.grad - 2 * c * o * (prev - a) if self.consolidated else p.grad
+            w.sub_(task_grad * (p - prev))
+            prev.copy_(p)
+
+    @torch.no_grad()
+    def end_segment(self, task: int | None, replay: ReplaySampler | None) -> None:
+        for p, start, w, o, a in zip(self.params, self.task_start, self.path, self.omega, self.anchor):
+            o.add_(w / ((p - start).square() + self.config.xi))
+            a.copy_(p)
+            w.zero_()
+        self.consolidated = True
+
+    def storage(self) -> dict[str, int]:
+        parts = super().storage()
+        if self.consolidated:
+            parts["omega"] = tensor_bytes(self.omega)
+            parts["anchor"] = tensor_bytes(self.anchor)
+        return parts

@@ -1,0 +1,39 @@
+"""Fine-tuning: one network, one head, trained on whatever comes next (the lower bound of forgetting)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from methods.base import SCENARIO_NAMES, BuildContext, Method, Prediction, TorchKit, register_method, tensor_bytes
+
+
+@dataclass(frozen=True)
+class StandardConfig:
+    """No hyperparameters: the optimiser and budgets are the runner's."""
+
+
+@register_method("standard")
+class Standard(Method):
+    version = "1"
+    Config = StandardConfig
+    scenarios = frozenset(SCENARIO_NAMES)
+
+    def build(self, context: BuildContext) -> nn.Module:
+        kit = TorchKit()
+        backbone = context.make_backbone(kit)
+        self.net = nn.Sequential(backbone.trunk, kit.linear(backbone.feature_dim, context.label_space.num_outputs))
+        return self.net
+
+    def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
+        return F.cross_entropy(self.net(x), y)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, task: int | None) -> Prediction:
+        return Prediction(self.net(x))
+
+    def storage(self) -> dict[str, int]:
+        return {"weights": tensor_bytes(self.net.parameters())}

@@ -1,0 +1,95 @@
+"""One Parquet file set per cell, written atomically; an output folder is a resumable record of a grid.
+
+Layout: ``OUT/evals/<cell_id>.parquet`` then ``OUT/runs/<cell_id>.parquet``.
+Each file is written under a dot-prefixed temporary name (which Parquet
+readers skip) and renamed into place; the runs file goes last, so a cell is
+finished exactly when its runs file exists, reads, and says "ok".
+``pd.read_parquet(OUT / "runs")`` reads a whole folder.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from results.schema import EVALS, RUNS, SCHEMA_VERSION
+
+
+class OutputError(OSError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class ResultStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.runs_dir = self.root / "runs"
+        self.evals_dir = self.root / "evals"
+
+    def ensure_writable(self) -> None:
+        """Create the folders and prove a file can be written there, or raise OutputError in one line."""
+        try:
+            for folder in (self.runs_dir, self.evals_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+                probe = folder / f".write-test-{uuid.uuid4().hex}"
+                probe.write_bytes(b"ok")
+                probe.unlink()
+        except OSError as error:
+            raise OutputError(f"output folder {self.root} cannot be written: {error.strerror or error}") from None
+
+    def write_cell(self, run: dict[str, Any], evals: Iterable[dict[str, Any]]) -> None:
+        cell_id = run["cell_id"]
+        eval_rows = list(evals)
+        _write_atomic(pa.Table.from_pylist(eval_rows, schema=EVALS), self.evals_dir / f"{cell_id}.parquet")
+        run_row = {**run, "schema_version": SCHEMA_VERSION}
+        _write_atomic(pa.Table.from_pylist([run_row], schema=RUNS), self.runs_dir / f"{cell_id}.parquet")
+
+    def read_run(self, cell_id: str) -> dict[str, Any] | None:
+        """The cell's run row, or None when it is missing or unreadable (then the cell is redone)."""
+        path = self.runs_dir / f"{cell_id}.parquet"
+        if not path.is_file():
+            return None
+        try:
+            rows = pq.read_table(path).to_pylist()
+            pq.read_metadata(self.evals_dir / f"{cell_id}.parquet")
+        except Exception:
+            return None
+        return rows[0] if len(rows) == 1 else None
+
+    def finished(self, cell_ids: Iterable[str]) -> set[str]:
+        """The cells among cell_ids recorded as finished successfully."""
+        done = set()
+        for cell_id in cell_ids:
+            run = self.read_run(cell_id)
+            if run is not None and run.get("status") == "ok":
+                done.add(cell_id)
+        return done
+
+    def unreadable(self) -> list[Path]:
+        """Result files that exist but cannot be read (truncated, corrupt)."""
+        bad = []
+        for folder in (self.runs_dir, self.evals_dir):
+            for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+                try:
+                    pq.read_metadata(path)
+                except Exception:
+                    bad.append(path)
+        return bad

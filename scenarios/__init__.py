@@ -1,0 +1,7 @@
+"""Streams (what data arrives, in which order) and the scenario taxonomy (what task information is given)."""
+
+from scenarios import permuted, rotated, split, synthetic  # noqa: F401  (registration side effect)
+from scenarios.streams import STREAMS, Segment, Stream, register_stream
+from scenarios.taxonomy import RULES, Scenario, parse_scenario
+
+__all__ = ["RULES", "STREAMS", "Scenario", "Segment", "Stream", "parse_scenario", "register_stream"]

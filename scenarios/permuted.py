@@ -1,0 +1,52 @@
+"""PermutedMNIST: every task is MNIST with one fixed pixel permutation (task 0 unpermuted, as in PSP sec. 4.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from scenarios.streams import MNIST_STATS, ImageTaskStream, derived_seed, register_stream
+
+
+@dataclass(frozen=True)
+class PermutedConfig:
+    num_tasks: int = field(default=10, metadata={"min": 1})  # PSP: 50; SupSup: 250 (GNu), 2500 (NNs)
+    steps_per_task: int = field(default=1000, metadata={"min": 1})  # batches per task (both papers: 1000)
+    first_task_unpermuted: bool = True  # PSP keeps task 0 as plain MNIST
+
+
+class PermutedStream(ImageTaskStream):
+    Config = PermutedConfig
+
+    def __init__(self, config: PermutedConfig, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
+        super().__init__(config, seed=seed, device=device, data_dir=data_dir)
+        self.num_tasks = config.num_tasks
+        pixels = int(torch.tensor(self.input_shape).prod())
+        generator = torch.Generator().manual_seed(derived_seed(seed, "permutations"))
+        permutations = torch.stack([torch.randperm(pixels, generator=generator) for _ in range(config.num_tasks)])
+        if config.first_task_unpermuted:
+            permutations[0] = torch.arange(pixels)
+        self.permutations = permutations.to(device)
+
+    def transform(self, task: int, images: Tensor) -> Tensor:
+        if task == 0 and self.config.first_task_unpermuted:
+            return images
+        flat = images.flatten(1).index_select(1, self.permutations[task])
+        return flat.view_as(images)
+
+
+@register_stream("permuted_mnist")
+class PermutedMNIST(PermutedStream):
+    dataset = "MNIST"
+    datasets = ("MNIST",)
+    mean, std = MNIST_STATS["MNIST"]
+
+
+@register_stream("permuted_fashion_mnist")
+class PermutedFashionMNIST(PermutedStream):
+    dataset = "FashionMNIST"
+    datasets = ("FashionMNIST",)
+    mean, std = MNIST_STATS["FashionMNIST"]

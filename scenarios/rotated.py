@@ -1,0 +1,66 @@
+"""RotatedMNIST: task i is MNIST rotated counter-clockwise by i * 10 degrees, 36 tasks (SupSup sec. 4.2)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from scenarios.streams import MNIST_STATS, ImageTaskStream, register_stream
+
+
+def rotation_grid(degrees: float, height: int, width: int, device: torch.device) -> Tensor:
+    """A sampling grid [1, H, W, 2] that rotates an image counter-clockwise (as displayed) by ``degrees``.
+
+    ``grid_sample`` reads the output pixel q from the input at ``theta @ q``; in
+    image coordinates (y down) a counter-clockwise turn by a has the inverse
+    ``[[cos a, -sin a], [sin a, cos a]]``.
+    """
+    a = math.radians(degrees)
+    theta = torch.tensor([[[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]]], device=device)
+    return F.affine_grid(theta, [1, 1, height, width], align_corners=False)
+
+
+def rotate(images: Tensor, grid: Tensor) -> Tensor:
+    """Rotate a batch [B, C, H, W] with a grid from ``rotation_grid`` (bilinear, zeros outside)."""
+    return F.grid_sample(images, grid.expand(len(images), -1, -1, -1), align_corners=False)
+
+
+@dataclass(frozen=True)
+class RotatedConfig:
+    num_tasks: int = field(default=36, metadata={"min": 1})
+    degrees_per_task: float = 10.0
+    steps_per_task: int = field(default=1000, metadata={"min": 1})
+
+
+class RotatedStream(ImageTaskStream):
+    Config = RotatedConfig
+
+    def __init__(self, config: RotatedConfig, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
+        super().__init__(config, seed=seed, device=device, data_dir=data_dir)
+        self.num_tasks = config.num_tasks
+        _, height, width = self.input_shape
+        self.grids = [
+            rotation_grid(t * config.degrees_per_task, height, width, device) for t in range(config.num_tasks)
+        ]
+
+    def transform(self, task: int, images: Tensor) -> Tensor:
+        return images if task * self.config.degrees_per_task % 360 == 0 else rotate(images, self.grids[task])
+
+
+@register_stream("rotated_mnist")
+class RotatedMNIST(RotatedStream):
+    dataset = "MNIST"
+    datasets = ("MNIST",)
+    mean, std = MNIST_STATS["MNIST"]
+
+
+@register_stream("rotated_fashion_mnist")
+class RotatedFashionMNIST(RotatedStream):
+    dataset = "FashionMNIST"
+    datasets = ("FashionMNIST",)
+    mean, std = MNIST_STATS["FashionMNIST"]

@@ -1,0 +1,50 @@
+"""SplitMNIST: 5 tasks of consecutive digit pairs (0/1, 2/3, ...), labels local to each task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from scenarios.streams import MNIST_STATS, ImageTaskStream, register_stream
+
+DATASET_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    classes_per_task: int = field(default=2, metadata={"min": 1, "max": DATASET_CLASSES})
+    num_tasks: int | None = field(default=None, metadata={"min": 1})  # None: as many as the classes allow
+    steps_per_task: int = field(default=1000, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        most = DATASET_CLASSES // self.classes_per_task
+        if self.num_tasks is not None and self.num_tasks > most:
+            raise ValueError(f"num_tasks must be <= {most} with {self.classes_per_task} classes per task")
+
+
+class SplitStream(ImageTaskStream):
+    Config = SplitConfig
+
+    def __init__(self, config: SplitConfig, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
+        super().__init__(config, seed=seed, device=device, data_dir=data_dir)
+        self.classes_per_task = config.classes_per_task
+        self.num_tasks = config.num_tasks or DATASET_CLASSES // config.classes_per_task
+
+    def task_classes(self, task: int) -> range:
+        return range(task * self.classes_per_task, (task + 1) * self.classes_per_task)
+
+
+@register_stream("split_mnist")
+class SplitMNIST(SplitStream):
+    dataset = "MNIST"
+    datasets = ("MNIST",)
+    mean, std = MNIST_STATS["MNIST"]
+
+
+@register_stream("split_fashion_mnist")
+class SplitFashionMNIST(SplitStream):
+    dataset = "FashionMNIST"
+    datasets = ("FashionMNIST",)
+    mean, std = MNIST_STATS["FashionMNIST"]

@@ -1,0 +1,175 @@
+"""The Stream API: ordered training segments over a dataset, as device tensors, knowing nothing of methods.
+
+A stream gives the runner its segments (task id and step budget), training
+batches, test batches per task and a replay sample of a finished task. Labels
+are always task-local (0..l-1); the runner maps them into the scenario's label
+space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from harness.registry import Registry
+from scenarios.datasets import load_idx_dataset
+
+Batch = tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class Segment:
+    index: int
+    task: int
+    steps: int
+
+
+class EpochSampler:
+    """Indices of a pool in shuffled epochs (without replacement within an epoch), drawn on the device."""
+
+    def __init__(self, pool: Tensor, generator: torch.Generator) -> None:
+        self.pool = pool
+        self.generator = generator
+        self.order = pool[:0]
+        self.cursor = 0
+
+    def next(self, n: int) -> Tensor:
+        if self.cursor + n > len(self.order):
+            permutation = torch.randperm(len(self.pool), generator=self.generator, device=self.pool.device)
+            self.order = self.pool[permutation]
+            self.cursor = 0
+        indices = self.order[self.cursor : self.cursor + n]
+        self.cursor += n
+        return indices
+
+
+def derived_seed(seed: int, purpose: str) -> int:
+    """A seed for one purpose (permutations, data order, ...) so that purposes do not share random draws."""
+    return int(np.random.SeedSequence([seed, *purpose.encode()]).generate_state(1)[0])
+
+
+class Stream(ABC):
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    datasets: ClassVar[tuple[str, ...]] = ()  # datasets read from the data folder (checked before any work starts)
+
+    num_tasks: int
+    classes_per_task: int
+    input_shape: tuple[int, ...]
+
+    def __init__(self, config: object, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
+        self.config = config
+        self.seed = seed
+        self.device = device
+        self.data_dir = data_dir
+
+    @abstractmethod
+    def segments(self) -> list[Segment]: ...
+
+    @abstractmethod
+    def train_batch(self, segment: Segment, step: int, batch_size: int) -> Batch:
+        """The batch for the given step (global step count) of a segment."""
+
+    @abstractmethod
+    def test_batches(self, task: int, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
+        """The task's test set (its first ``limit`` examples when given), in a fixed order."""
+
+    @abstractmethod
+    def sample_train(self, task: int, n: int) -> Batch:
+        """n random training examples of a task (for methods that consolidate at segment ends)."""
+
+    @classmethod
+    def scaled(cls, config: object, factor: float) -> object:
+        """The config with its step budgets multiplied by factor (``--scale``)."""
+        steps = getattr(config, "steps_per_task")
+        return dataclasses.replace(config, steps_per_task=max(1, round(steps * factor)))  # type: ignore[type-var]
+
+
+STREAMS: Registry[type[Stream]] = Registry("stream", entry_point_group="harness.streams")
+
+
+def register_stream(name: str) -> Callable[[type[Stream]], type[Stream]]:
+    def add(cls: type[Stream]) -> type[Stream]:
+        cls.name = name
+        return STREAMS.register(name)(cls)
+
+    return add
+
+
+class ImageTaskStream(Stream):
+    """Discrete tasks over one uint8 image dataset held on the device.
+
+    Subclasses choose each task's examples (``task_classes``) and its transform
+    (``transform``, applied per batch on the device to images in [0, 1]).
+    """
+
+    dataset: ClassVar[str]
+    mean: ClassVar[float]
+    std: ClassVar[float]
+    classes_per_task = 10
+
+    def __init__(self, config: object, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
+        super().__init__(config, seed=seed, device=device, data_dir=data_dir)
+        arrays = load_idx_dataset(self.dataset, data_dir)
+        self.train_images = torch.from_numpy(arrays.train_images).to(device)
+        self.train_labels = torch.from_numpy(arrays.train_labels).to(device)
+        self.test_images = torch.from_numpy(arrays.test_images).to(device)
+        self.test_labels = torch.from_numpy(arrays.test_labels).to(device)
+        self.input_shape = (1, *self.train_images.shape[1:])
+        self.generator = torch.Generator(device=device).manual_seed(derived_seed(seed, "data order"))
+        self._samplers: dict[int, EpochSampler] = {}
+        self._test_pools: dict[int, Tensor] = {}
+
+    def segments(self) -> list[Segment]:
+        steps = getattr(self.config, "steps_per_task")
+        return [Segment(index=t, task=t, steps=steps) for t in range(self.num_tasks)]
+
+    def task_classes(self, task: int) -> range:
+        """The dataset classes of a task; their order gives the task-local labels."""
+        return range(self.classes_per_task)
+
+    def transform(self, task: int, images: Tensor) -> Tensor:
+        return images
+
+    def _pool(self, labels: Tensor, task: int) -> Tensor:
+        classes = self.task_classes(task)
+        if len(classes) == int(labels.max()) + 1:
+            return torch.arange(len(labels), device=self.device)
+        return torch.nonzero((labels >= classes.start) & (labels < classes.stop)).squeeze(1)
+
+    def _prepare(self, task: int, images: Tensor, labels: Tensor) -> Batch:
+        x = self.transform(task, images.unsqueeze(1).float().div_(255.0))
+        return (x - self.mean) / self.std, labels - self.task_classes(task).start
+
+    def _sampler(self, task: int) -> EpochSampler:
+        if task not in self._samplers:
+            self._samplers[task] = EpochSampler(self._pool(self.train_labels, task), self.generator)
+        return self._samplers[task]
+
+    def train_batch(self, segment: Segment, step: int, batch_size: int) -> Batch:
+        indices = self._sampler(segment.task).next(batch_size)
+        return self._prepare(segment.task, self.train_images[indices], self.train_labels[indices])
+
+    def sample_train(self, task: int, n: int) -> Batch:
+        pool = self._pool(self.train_labels, task)
+        indices = pool[torch.randint(len(pool), (n,), generator=self.generator, device=self.device)]
+        return self._prepare(task, self.train_images[indices], self.train_labels[indices])
+
+    def test_batches(self, task: int, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
+        if task not in self._test_pools:
+            self._test_pools[task] = self._pool(self.test_labels, task)
+        pool = self._test_pools[task][:limit]
+        for start in range(0, len(pool), batch_size):
+            indices = pool[start : start + batch_size]
+            yield self._prepare(task, self.test_images[indices], self.test_labels[indices])
+
+
+MNIST_STATS = {"MNIST": (0.1307, 0.3081), "FashionMNIST": (0.2860, 0.3530)}
