@@ -172,7 +172,9 @@ def _expand_experiment(grid: str, where: str, spec: dict[str, Any], filters: Fil
         training = dataclasses.replace(training, probe_every=max(1, round(training.probe_every * filters.scale)))
     if "backbone" in spec and "backbones" in spec:
         raise ConfigError(f"{where}: give 'backbone' or 'backbones', not both")
-    backbones = [parse_backbone(b, where) for b in _as_list(spec.get("backbones", spec.get("backbone")), where, "backbone")]
+    backbones = [
+        parse_backbone(b, where) for b in _as_list(spec.get("backbones", spec.get("backbone")), where, "backbone")
+    ]
     seeds = list(range(filters.seeds)) if filters.seeds else _seeds(spec.get("seeds", 1), where)
 
     methods = []
@@ -216,18 +218,83 @@ def _expand_experiment(grid: str, where: str, spec: dict[str, Any], filters: Fil
                 for backbone in backbones:
                     for seed in seeds:
                         cells.append(
-                            Cell(
-                                grid=grid,
-                                tags=(tag,) if tag else (),
-                                method=method_name,
-                                method_version=cls.version,
-                                method_config=config_to_dict(method_config),
-                                stream=stream_name,
-                                stream_config=config_to_dict(stream_config),
-                                scenario=scenario.value,
-                                backbone=config_to_dict(backbone),
-                                training=config_to_dict(training),
-                                seed=seed,
+                            _cell(
+                                grid,
+                                tag,
+                                method_name,
+                                cls.version,
+                                method_config,
+                                stream_name,
+                                stream_config,
+                                scenario.value,
+                                backbone,
+                                training,
+                                seed,
                             )
                         )
     return cells
+
+
+def _cell(
+    grid: str,
+    tag: str,
+    method: str,
+    method_version: str,
+    method_config: Any,
+    stream: str,
+    stream_config: Any,
+    scenario: str,
+    backbone: Any,
+    training: Any,
+    seed: int,
+) -> Cell:
+    return Cell(
+        grid=grid,
+        tags=(tag,) if tag else (),
+        method=method,
+        method_version=method_version,
+        method_config=config_to_dict(method_config),
+        stream=stream,
+        stream_config=config_to_dict(stream_config),
+        scenario=scenario,
+        backbone=config_to_dict(backbone),
+        training=config_to_dict(training),
+        seed=seed,
+    )
+
+
+def make_cell(
+    method: str,
+    stream: str,
+    scenario: str,
+    *,
+    method_settings: dict[str, Any] | None = None,
+    stream_settings: dict[str, Any] | None = None,
+    backbone: Any = "lenet_300_100",
+    training: dict[str, Any] | None = None,
+    seed: int = 0,
+    grid: str = "adhoc",
+) -> Cell:
+    """One validated cell without a grid file (tests, benchmarks, notebooks)."""
+    where = f"cell {method}/{stream}/{scenario}"
+    method_cls = _lookup(METHODS, method, where)
+    stream_cls = _lookup(STREAMS, stream, where)
+    try:
+        scenario_value = parse_scenario(scenario).value
+    except UnknownNameError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    if scenario_value not in method_cls.scenarios:
+        raise ConfigError(f"{where}: method {method} does not support scenario {scenario_value}")
+    return _cell(
+        grid,
+        "",
+        method,
+        method_cls.version,
+        parse_config(method_cls.Config, method_settings, f"{where}, method"),
+        stream,
+        parse_config(stream_cls.Config, stream_settings, f"{where}, stream"),
+        scenario_value,
+        parse_backbone(backbone, where),
+        parse_config(TrainingConfig, training, f"{where}, training"),
+        seed,
+    )

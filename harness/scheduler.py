@@ -118,7 +118,7 @@ def _record(store: ResultStore, summary: Summary, cell: Cell, result: CellResult
 
 
 def run_grid(cells: Sequence[Cell], options: RunOptions) -> Summary:
-    """Run every cell not already finished in ``options.out``; returns the counts. Raises before any work on bad input."""
+    """Run the cells not finished yet in ``options.out``; returns counts. Bad input raises before any work."""
     store = ResultStore(options.out)
     store.ensure_writable()
     prepare_data(cells, options.data_dir)

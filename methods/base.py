@@ -131,6 +131,7 @@ class Method(ABC):
 
     def end_segment(self, task: int | None, replay: ReplaySampler | None) -> None:
         """Called when a segment ends (never in NNs, where boundaries are hidden)."""
+        return None
 
     @abstractmethod
     def predict(self, x: Tensor, task: int | None) -> Prediction:

@@ -24,6 +24,7 @@ import numpy as np
 
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
 CACHE_DIR_ENV = "HARNESS_CACHE_DIR"
+OFFLINE_ENV = "HARNESS_OFFLINE"  # set to 1 to never try a download
 
 # torchvision's published md5 of each original .gz file
 IDX_FILES: dict[str, dict[str, tuple[str, str]]] = {
@@ -123,8 +124,8 @@ def locate_raw_dir(name: str, data_dir: Path | None, download: bool = True) -> P
         raw = root / name / "raw"
         if all(_raw_file(raw, gz) for gz, _ in IDX_FILES[name].values()):
             return raw
-    if not download:
-        raise DataMissingError(_missing_message(name, roots, "download disabled"))
+    if not download or os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+        raise DataMissingError(_missing_message(name, roots, f"downloads are off (download=False or ${OFFLINE_ENV})"))
     try:
         _download(name, roots[-1])
     except Exception as error:  # offline, mirror down, ...: all end in the same advice

@@ -89,7 +89,7 @@ class Stream(ABC):
     @classmethod
     def scaled(cls, config: object, factor: float) -> object:
         """The config with its step budgets multiplied by factor (``--scale``)."""
-        steps = getattr(config, "steps_per_task")
+        steps = config.steps_per_task
         return dataclasses.replace(config, steps_per_task=max(1, round(steps * factor)))  # type: ignore[type-var]
 
 
@@ -129,7 +129,7 @@ class ImageTaskStream(Stream):
         self._test_pools: dict[int, Tensor] = {}
 
     def segments(self) -> list[Segment]:
-        steps = getattr(self.config, "steps_per_task")
+        steps = self.config.steps_per_task
         return [Segment(index=t, task=t, steps=steps) for t in range(self.num_tasks)]
 
     def task_classes(self, task: int) -> range:

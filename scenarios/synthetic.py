@@ -43,7 +43,9 @@ class SyntheticStream(Stream):
 
         def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
             labels = torch.arange(n).remainder(config.classes_per_task).repeat(config.num_tasks, 1)
-            x = means[torch.arange(config.num_tasks)[:, None], labels] + torch.randn(config.num_tasks, n, dim, generator=g)
+            x = means[torch.arange(config.num_tasks)[:, None], labels] + torch.randn(
+                config.num_tasks, n, dim, generator=g
+            )
             return x.view(config.num_tasks, n, *self.input_shape).to(device), labels.to(device)
 
         self.train_x, self.train_y = draw(config.train_per_task)

@@ -1,0 +1,26 @@
+"""Shared fixtures: the real datasets beside the project, and a private cache for every test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Extract datasets into a cache of the session's own, never the user's."""
+    os.environ["HARNESS_CACHE_DIR"] = str(tmp_path_factory.mktemp("harness-cache"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real MNIST and Fashion-MNIST: $HARNESS_DATA_DIR, else ../shared/datasets beside the repository."""
+    configured = os.environ.get("HARNESS_DATA_DIR")
+    path = Path(configured) if configured else SHARED_DATA
+    assert (path / "MNIST" / "raw").is_dir(), f"real MNIST expected in {path}/MNIST/raw (set HARNESS_DATA_DIR)"
+    return path

@@ -1,0 +1,97 @@
+"""Every registered stream (parametrised over the registry) and the transforms of the MNIST family."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from scenarios import STREAMS
+from scenarios.rotated import rotate, rotation_grid
+from scenarios.streams import Stream
+
+SMALL = {"num_tasks": 3, "steps_per_task": 5}
+
+
+def build(name: str, data_dir: Path, seed: int = 0, **settings: object) -> Stream:
+    cls = STREAMS.get(name)
+    fields = cls.Config.__dataclass_fields__
+    config = cls.Config(**{k: v for k, v in {**SMALL, **settings}.items() if k in fields})
+    return cls(config, seed=seed, device=torch.device("cpu"), data_dir=data_dir)
+
+
+@pytest.mark.parametrize("name", STREAMS.names())
+def test_stream_batches_have_the_declared_shapes_and_labels(name: str, data_dir: Path) -> None:
+    stream = build(name, data_dir)
+    segments = stream.segments()
+    assert [s.index for s in segments] == list(range(len(segments)))
+    assert {s.task for s in segments} == set(range(stream.num_tasks))
+    for segment in segments[:3]:
+        x, y = stream.train_batch(segment, 0, 16)
+        assert x.shape == (16, *stream.input_shape) and x.dtype == torch.float32
+        assert y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) < stream.classes_per_task
+        test = list(stream.test_batches(segment.task, 50, limit=120))
+        assert sum(len(b[1]) for b in test) == 120
+        rx, ry = stream.sample_train(segment.task, 7)
+        assert rx.shape == (7, *stream.input_shape) and int(ry.max()) < stream.classes_per_task
+
+
+@pytest.mark.parametrize("name", STREAMS.names())
+def test_stream_is_reproducible_from_its_seed(name: str, data_dir: Path) -> None:
+    first = build(name, data_dir, seed=3)
+    again = build(name, data_dir, seed=3)
+    other = build(name, data_dir, seed=4)
+    segment = first.segments()[-1]
+    x1, _ = first.train_batch(segment, 0, 32)
+    x2, _ = again.train_batch(segment, 0, 32)
+    x3, _ = other.train_batch(segment, 0, 32)
+    assert torch.equal(x1, x2) and not torch.equal(x1, x3)
+
+
+def test_training_batches_cover_an_epoch_without_repeats(data_dir: Path) -> None:
+    stream = build("split_mnist", data_dir, classes_per_task=2, num_tasks=1)
+    pool = stream._sampler(0).pool
+    seen = torch.cat([stream._sampler(0).next(100) for _ in range(len(pool) // 100)])
+    assert len(seen.unique()) == len(seen)
+
+
+def test_permuted_mnist_keeps_task_zero_plain_and_permutes_the_rest(data_dir: Path) -> None:
+    stream = build("permuted_mnist", data_dir)
+    images = torch.rand(4, 1, 28, 28)
+    assert torch.equal(stream.transform(0, images), images)
+    moved = stream.transform(1, images)
+    assert not torch.equal(moved, images)
+    assert torch.equal(moved.flatten(1).sort(1).values, images.flatten(1).sort(1).values)
+    assert not torch.equal(stream.permutations[1], stream.permutations[2])
+
+
+def test_split_mnist_tasks_are_consecutive_digit_pairs(data_dir: Path) -> None:
+    stream = build("split_mnist", data_dir, num_tasks=None)
+    assert stream.num_tasks == 5
+    test_counts = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # MNIST's test set per digit
+    for task in range(5):
+        labels = torch.cat([y for _, y in stream.test_batches(task, 1000)])
+        assert len(labels) == test_counts[2 * task] + test_counts[2 * task + 1]
+        assert labels.unique().tolist() == [0, 1]
+
+
+def test_rotation_is_counter_clockwise() -> None:
+    image = torch.zeros(1, 1, 29, 29)
+    image[0, 0, 14, 24] = 1.0  # right of the centre
+    turned = rotate(image, rotation_grid(90, 29, 29, torch.device("cpu")))
+    row, col = divmod(int(turned.flatten().argmax()), 29)
+    assert (row, col) == (4, 14), "a quarter turn counter-clockwise moves the right edge to the top"
+
+
+def test_rotated_mnist_turns_task_i_by_i_times_ten_degrees(data_dir: Path) -> None:
+    stream = build("rotated_mnist", data_dir, num_tasks=36)
+    image = torch.zeros(1, 1, 28, 28)
+    image[0, 0, 13:15, 20:26] = 1.0
+    assert torch.equal(stream.transform(0, image), image)
+    for task in (9, 13, 18):
+        turned = stream.transform(task, image)
+        ys, xs = torch.nonzero(turned[0, 0] > 0.3, as_tuple=True)
+        angle = math.degrees(math.atan2(-(ys.float().mean() - 13.5), xs.float().mean() - 13.5))
+        assert (angle - task * 10 + 180) % 360 - 180 == pytest.approx(0, abs=6)
