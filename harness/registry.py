@@ -24,7 +24,10 @@ class UnknownNameError(KeyError):
 
 def did_you_mean(name: str, choices: list[str]) -> str:
     """' (did you mean: a, b?)' for the closest choices, or '' when none is close."""
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    same_but_case = [c for c in choices if c.lower() == name.lower()]
+    close = same_but_case + [
+        c for c in difflib.get_close_matches(name, choices, n=3, cutoff=0.5) if c not in same_but_case
+    ]
     return f" (did you mean: {', '.join(close)}?)" if close else ""
 
 

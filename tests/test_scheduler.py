@@ -1,0 +1,51 @@
+"""A real Ray run: cells as tasks with declared resources, reused workers, clear errors for missing resources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.config import ConfigError
+from harness.grid import expand_grid
+from harness.scheduler import RunOptions, run_grid
+
+GRID = """
+name: ray-tiny
+experiments:
+  - tag: t
+    methods: [standard, si]
+    streams: [{name: synthetic, num_tasks: 2, steps_per_task: 10}]
+    scenarios: [GG, GNu]
+    backbone: {name: fc, hidden: [16]}
+    seeds: 2
+"""
+
+
+def test_ray_runs_a_tiny_grid_on_reused_workers(tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID)
+    cells = expand_grid(str(path))
+    lines: list[str] = []
+    summary = run_grid(cells, RunOptions(out=tmp_path / "out", executor="ray", progress=lines.append))
+    assert (summary.done, summary.failed) == (8, 0)
+    runs = pd.read_parquet(tmp_path / "out" / "runs")
+    assert len(runs) == 8 and set(runs.status) == {"ok"} and set(runs.threads) == {1}
+    assert runs.pid.nunique() < len(runs), "worker processes must be reused across cells"
+    assert any("8/8 cells: 8 done, 0 failed" in line for line in lines)
+
+
+def test_asking_for_gpus_the_cluster_lacks_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID)
+    with pytest.raises(ConfigError, match="--device cuda asks for GPUs, but the Ray cluster has none"):
+        run_grid(expand_grid(str(path)), RunOptions(out=tmp_path / "out", executor="ray", device="cuda"))
+    assert not list((tmp_path / "out" / "runs").glob("*.parquet"))
+
+
+def test_more_cpus_per_cell_than_any_node_has_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID)
+    with pytest.raises(ConfigError, match="--cpus-per-cell 512 is more than any Ray node has"):
+        run_grid(expand_grid(str(path)), RunOptions(out=tmp_path / "out", executor="ray", cpus_per_cell=512))

@@ -1,0 +1,152 @@
+"""Results are written atomically, read back whole with pandas, and a rerun redoes only what is missing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from harness.grid import expand_grid
+from harness.scheduler import RunOptions, run_grid
+from results.schema import SCHEMA_VERSION
+from results.store import ResultStore
+
+TINY_GRID = """
+name: tiny
+experiments:
+  - tag: t
+    methods: [standard, ewc]
+    streams: [{{name: synthetic, num_tasks: 2, steps_per_task: {steps}}}]
+    scenarios: [GG, GNs]
+    backbone: {{name: fc, hidden: [16]}}
+    seeds: {seeds}
+    training: {{probe_every: 10}}
+"""
+
+
+def write_grid(tmp_path: Path, steps: int = 20, seeds: int = 1) -> str:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_GRID.format(steps=steps, seeds=seeds))
+    return str(path)
+
+
+def quiet(line: str) -> None:
+    pass
+
+
+def test_a_grid_reads_back_whole_with_pandas(tmp_path: Path) -> None:
+    cells = expand_grid(write_grid(tmp_path))
+    summary = run_grid(cells, RunOptions(out=tmp_path / "out", executor="inline", progress=quiet))
+    assert (summary.done, summary.failed, summary.skipped) == (4, 0, 0)
+    runs = pd.read_parquet(tmp_path / "out" / "runs")
+    evals = pd.read_parquet(tmp_path / "out" / "evals")
+    assert sorted(runs.cell_id) == sorted(c.cell_id for c in cells)
+    assert set(runs.status) == {"ok"} and (runs.schema_version == SCHEMA_VERSION).all()
+    assert set(evals.cell_id) == set(runs.cell_id)
+    assert {"accuracy", "probe_accuracy", "storage_bytes", "train_loss"} <= set(evals.metric)
+    assert pq.read_schema(tmp_path / "out" / "runs" / f"{cells[0].cell_id}.parquet").metadata[b"schema_version"]
+
+
+def test_rerun_skips_finished_and_redoes_missing_corrupt_and_failed_cells(tmp_path: Path) -> None:
+    cells = expand_grid(write_grid(tmp_path))
+    out = tmp_path / "out"
+    run_grid(cells, RunOptions(out=out, executor="inline", progress=quiet))
+    store = ResultStore(out)
+    missing, corrupt, failed, kept = (c.cell_id for c in cells)
+    (out / "runs" / f"{missing}.parquet").unlink()
+    (out / "runs" / f"{corrupt}.parquet").write_bytes(b"PAR1 truncated")
+    run = store.read_run(failed)
+    assert run is not None
+    store.write_cell({**run, "status": "failed", "error": "RuntimeError: injected"}, [])
+    (out / "runs" / ".half-written.parquet.tmp").write_bytes(b"junk")  # a killed writer leaves only dot-files
+
+    messages: list[str] = []
+    summary = run_grid(cells, RunOptions(out=out, executor="inline", progress=messages.append))
+    assert (summary.skipped, summary.done, summary.failed) == (1, 3, 0)
+    assert any("unreadable result file" in m and corrupt in m for m in messages)
+    runs = pd.read_parquet(out / "runs")
+    assert sorted(runs.cell_id) == sorted(c.cell_id for c in cells) and set(runs.status) == {"ok"}
+    assert len(pd.read_parquet(out / "evals").drop_duplicates()) == len(pd.read_parquet(out / "evals"))
+    assert store.read_run(kept)["started_at"] < store.read_run(missing)["started_at"]
+
+
+def test_a_failed_cell_is_recorded_and_the_grid_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        TINY_GRID.format(steps=5, seeds=1)
+        + """  - tag: diverges
+    methods: [standard]
+    streams: [{name: synthetic, num_tasks: 2, steps_per_task: 5}]
+    scenarios: [GG]
+    backbone: {name: fc, hidden: [16]}
+    training: {optimizer: sgd, lr: 1.0e+30}
+"""
+    )
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--grid", str(path), "--out", str(out), "--executor", "inline"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "5 cells: 4 done, 1 failed" in result.stdout
+    assert "failed: standard/synthetic/GG/seed0" in result.stderr and "FloatingPointError" in result.stderr
+    runs = pd.read_parquet(out / "runs")
+    assert sorted(runs.status) == ["failed", "ok", "ok", "ok", "ok"]
+
+
+def start_driver(grid: str, out: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "harness.cli", "run", "--grid", grid, "--out", str(out), "--executor", "inline"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_results(out: Path, count: int, process: subprocess.Popen, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = len(list((out / "runs").glob("*.parquet"))) if (out / "runs").is_dir() else 0
+        if done >= count:
+            return done
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} cells finished in {timeout}s")
+
+
+def test_interrupted_driver_loses_nothing_finished_and_a_rerun_resumes(tmp_path: Path) -> None:
+    grid = write_grid(tmp_path, steps=300, seeds=2)  # 8 cells of about a second each
+    out = tmp_path / "out"
+    total = len(expand_grid(grid))
+
+    process = start_driver(grid, out)
+    wait_for_results(out, 2, process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted; finished cells are saved" in err
+    after_sigint = len(pd.read_parquet(out / "runs"))
+    assert 2 <= after_sigint < total
+
+    process = start_driver(grid, out)
+    wait_for_results(out, after_sigint + 1, process)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    after_sigkill = pd.read_parquet(out / "runs")  # no half file is visible, whatever the kill interrupted
+    assert after_sigkill.cell_id.is_unique and set(after_sigkill.status) == {"ok"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--grid", grid, "--out", str(out), "--executor", "inline"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{len(after_sigkill)} already finished" in result.stdout
+    assert f"{total - len(after_sigkill)} done" in result.stdout
+    runs = pd.read_parquet(out / "runs")
+    assert len(runs) == total and runs.cell_id.is_unique
