@@ -118,6 +118,7 @@ class Clock:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.start = time.perf_counter()
+        self.setup_seconds = 0.0  # building the stream and the model, before the first step
         self.eval_seconds = 0.0
         self._eval_started = 0.0
 
@@ -132,6 +133,10 @@ class Clock:
     def end_eval(self) -> None:
         self.sync()
         self.eval_seconds += time.perf_counter() - self._eval_started
+
+    def end_setup(self) -> None:
+        self.sync()
+        self.setup_seconds = time.perf_counter() - self.start
 
     def wall(self) -> float:
         return time.perf_counter() - self.start
@@ -168,6 +173,7 @@ class Loop:
         self.module = self.method.build(context).to(self.device)
         self.module.train()
         self.optimizer = make_optimizer(trainable(self.module), self.training)
+        self.clock.end_setup()
 
     def _restart_optimizer(self, params: Sequence[nn.Parameter] | None) -> None:
         if params is not None:
@@ -326,8 +332,9 @@ def make_run_row(
     trace: str = "",
 ) -> dict[str, Any]:
     wall = loop.clock.wall() if loop else 0.0
+    setup_seconds = loop.clock.setup_seconds if loop else 0.0
     eval_seconds = loop.clock.eval_seconds if loop else 0.0
-    train_seconds = max(wall - eval_seconds, 0.0)
+    train_seconds = max(wall - setup_seconds - eval_seconds, 0.0)
     storage: dict[str, int] = {}
     if loop is not None:
         try:
@@ -353,6 +360,7 @@ def make_run_row(
         "traceback": trace[-8000:],
         "started_at": started,
         "wall_seconds": wall,
+        "setup_seconds": setup_seconds,
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
         "steps": loop.step if loop else 0,

@@ -11,10 +11,13 @@ with the number of tasks; the reported loss differs by a constant only.
 Online EWC (Schwarz et al. 2018, "Progress & Compress") keeps one running
 Fisher ``A <- gamma * A + F_t`` anchored at the latest task's weights.
 
-The Fisher is the mean of squared per-example gradients of the log-likelihood
-(computed with ``torch.func.vmap``), with labels sampled from the model's own
-predictive distribution (the true Fisher, as in Kirkpatrick et al.) or, with
-``fisher_labels: empirical``, the data's labels.
+The Fisher is the mean of squared per-example gradients of the log-likelihood,
+with labels sampled from the model's own predictive distribution (the true
+Fisher, as in Kirkpatrick et al.) or, with ``fisher_labels: empirical``, the
+data's labels. For a linear layer the sum of squared per-example gradients is
+``(delta^2)^T (x^2)`` (delta: the gradient at the layer's output, x: its
+input), one matmul per batch; networks with other parameterised layers fall
+back to per-example gradients with ``torch.func.vmap``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
 from methods.base import BuildContext, ReplaySampler, register_method, tensor_bytes
+from methods.penalty import quadratic_penalty
 from methods.standard import Standard
 
 FISHER_CHUNK = 128  # examples per vmap call: bounds the memory of per-example gradients
@@ -60,10 +64,9 @@ class EWC(Standard):
         loss = F.cross_entropy(self.net(x), y)
         if not self.consolidated:
             return loss
-        penalty = sum(
-            (a * (p - m).square()).sum() for p, a, m in zip(self.net.parameters(), self.importance, self.anchor)
+        return loss + quadratic_penalty(
+            list(self.net.parameters()), self.importance, self.anchor, 0.5 * self.config.ewc_lambda
         )
-        return loss + 0.5 * self.config.ewc_lambda * penalty
 
     def end_segment(self, task: int | None, replay: ReplaySampler | None) -> None:
         assert replay is not None
@@ -82,29 +85,60 @@ class EWC(Standard):
         self.consolidated = True
 
     def _fisher(self, replay: ReplaySampler) -> list[Tensor]:
-        names = [n for n, _ in self.net.named_parameters()]
-        params = {n: p.detach() for n, p in self.net.named_parameters()}
-
-        def example_loss(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-            logits = functional_call(self.net, params, (x.unsqueeze(0),))
-            return F.cross_entropy(logits, y.unsqueeze(0))
-
-        per_example_grads = vmap(grad(example_loss), in_dims=(None, 0, 0))
-        sums = {n: torch.zeros_like(p) for n, p in params.items()}
-        remaining = self.config.fisher_samples
         was_training = self.net.training
         self.net.eval()
+        linear_only = all(
+            isinstance(module, torch.nn.Linear) or not list(module.parameters(recurse=False))
+            for module in self.net.modules()
+        )
+        sums = {n: torch.zeros_like(p) for n, p in self.net.named_parameters()}
+        remaining = self.config.fisher_samples
         while remaining > 0:
             x, y = replay(min(FISHER_CHUNK, remaining))
             if self.config.fisher_labels == "sampled":
                 with torch.no_grad():
                     y = torch.distributions.Categorical(logits=self.net(x)).sample()
-            grads = per_example_grads(params, x, y)
-            for n in names:
-                sums[n] += grads[n].square().sum(0)
+            chunk = self._linear_squared_grads(x, y) if linear_only else self._vmap_squared_grads(x, y)
+            for n, value in chunk.items():
+                sums[n] += value
             remaining -= len(x)
         self.net.train(was_training)
-        return [sums[n] / self.config.fisher_samples for n in names]
+        return [sums[n] / self.config.fisher_samples for n, _ in self.net.named_parameters()]
+
+    def _linear_squared_grads(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Sum over the batch of squared per-example gradients, for a network whose weights are all in nn.Linear."""
+        inputs: dict[torch.nn.Module, Tensor] = {}
+        outputs: dict[torch.nn.Module, Tensor] = {}
+
+        def keep(module: torch.nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+            inputs[module] = args[0].detach()
+            outputs[module] = output
+
+        linears = [m for m in self.net.modules() if isinstance(m, torch.nn.Linear)]
+        handles = [m.register_forward_hook(keep) for m in linears]
+        try:
+            loss = F.cross_entropy(self.net(x), y, reduction="sum")  # example i's loss reaches only its own row
+        finally:
+            for handle in handles:
+                handle.remove()
+        deltas = torch.autograd.grad(loss, [outputs[m] for m in linears])
+        names = {p: n for n, p in self.net.named_parameters()}
+        result = {}
+        for module, delta in zip(linears, deltas):
+            delta_sq = delta.square()
+            result[names[module.weight]] = delta_sq.T @ inputs[module].square()
+            if module.bias is not None:
+                result[names[module.bias]] = delta_sq.sum(0)
+        return result
+
+    def _vmap_squared_grads(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        params = {n: p.detach() for n, p in self.net.named_parameters()}
+
+        def example_loss(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+            return F.cross_entropy(functional_call(self.net, params, (x.unsqueeze(0),)), y.unsqueeze(0))
+
+        grads = vmap(grad(example_loss), in_dims=(None, 0, 0))(params, x, y)
+        return {n: g.square().sum(0) for n, g in grads.items()}
 
     def storage(self) -> dict[str, int]:
         parts = super().storage()

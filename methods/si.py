@@ -8,9 +8,12 @@ parameter's total change over the task (eq. 5), and later tasks pay the
 surrogate loss ``c * sum_k Omega_k (theta_k - theta~_k)^2`` (eq. 4).
 
 The runner's gradient is of the total loss; the penalty's share,
-``2c Omega (theta_prev - theta~)``, is subtracted to recover the task gradient.
-Every snapshot is a copy of the weights, never a view of them (a view would
-follow the weights and make every delta zero).
+``2c Omega (theta_prev - theta~)``, is subtracted to recover the task gradient,
+as the authors' code integrates the unregularised gradient. As there, the
+accumulated Omega is clamped at zero (a relu). Every snapshot is a copy of the
+weights, never a view of them (a view would follow the weights and make every
+delta zero). The per-step update uses ``torch._foreach`` ops: one kernel per
+operation over all parameters.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from methods.base import BuildContext, ReplaySampler, register_method, tensor_bytes
+from methods.penalty import quadratic_penalty
 from methods.standard import Standard
 
 
@@ -63,23 +67,26 @@ class SI(Standard):
         loss = F.cross_entropy(self.net(x), y)
         if not self.consolidated:
             return loss
-        penalty = sum((o * (p - a).square()).sum() for p, o, a in zip(self.params, self.omega, self.anchor))
-        return loss + self.config.c * penalty
+        return loss + quadratic_penalty(self.params, self.omega, self.anchor, self.config.c)
 
     @torch.no_grad()
     def after_step(self, step: int) -> None:
-        c = self.config.c
-        for p, prev, w, o, a in zip(self.params, self.previous, self.path, self.omega, self.anchor):
-            if p.grad is None:
-                continue
-            task_grad = p.grad - 2 * c * o * (prev - a) if self.consolidated else p.grad
-            w.sub_(task_grad * (p - prev))
-            prev.copy_(p)
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        params = [self.params[i] for i in live]
+        previous = [self.previous[i] for i in live]
+        grads = [self.params[i].grad for i in live]
+        if self.consolidated:  # the task gradient: the total gradient less the penalty's, taken at theta_prev
+            penalty_grads = torch._foreach_sub(previous, [self.anchor[i] for i in live])
+            torch._foreach_mul_(penalty_grads, [self.omega[i] for i in live])
+            grads = torch._foreach_add(grads, penalty_grads, alpha=-2 * self.config.c)
+        deltas = torch._foreach_sub(params, previous)
+        torch._foreach_addcmul_([self.path[i] for i in live], grads, deltas, value=-1.0)
+        torch._foreach_copy_(previous, params)
 
     @torch.no_grad()
     def end_segment(self, task: int | None, replay: ReplaySampler | None) -> None:
         for p, start, w, o, a in zip(self.params, self.task_start, self.path, self.omega, self.anchor):
-            o.add_(w / ((p - start).square() + self.config.xi))
+            o.add_(w / ((p - start).square() + self.config.xi)).clamp_(min=0.0)
             a.copy_(p)
             w.zero_()
         self.consolidated = True

@@ -25,7 +25,8 @@ RUNS = pa.schema(
         ("traceback", pa.string()),
         ("started_at", pa.float64()),  # unix time
         ("wall_seconds", pa.float64()),
-        ("train_seconds", pa.float64()),
+        ("setup_seconds", pa.float64()),  # building the stream and the model
+        ("train_seconds", pa.float64()),  # wall - setup - eval: the steps and the method's own end-of-task work
         ("eval_seconds", pa.float64()),
         ("steps", pa.int64()),
         ("samples", pa.int64()),

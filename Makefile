@@ -1,0 +1,25 @@
+# The two commands of the README, each installing what it needs first (idempotent).
+PYTHON ?= python3
+DATA_DIR ?= $(if $(wildcard ../shared/datasets/MNIST),../shared/datasets,)
+STAMP := .install-stamp
+
+.PHONY: install smoke test lint bench
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q torch==2.13.0+cpu
+	$(PYTHON) -m pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+smoke: $(STAMP)
+	harness run --grid smoke $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q
+
+lint: $(STAMP)
+	ruff check . && ruff format --check .
+
+bench: $(STAMP)
+	$(PYTHON) bench/throughput.py $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
