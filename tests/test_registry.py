@@ -10,7 +10,7 @@ import pytest
 from harness.registry import Registry, UnknownNameError
 from methods import METHODS
 
-PLUGIN = '''
+PLUGIN = """
 from methods.base import register_method
 from methods.standard import Standard
 
@@ -18,7 +18,7 @@ from methods.standard import Standard
 @register_method("outside_method")
 class OutsideMethod(Standard):
     version = "7"
-'''
+"""
 
 
 def test_duplicate_names_are_refused() -> None:
@@ -33,9 +33,7 @@ def test_unknown_name_lists_the_closest() -> None:
         METHODS.get("standart")
 
 
-def test_an_outside_package_registers_through_its_entry_point(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_outside_package_registers_through_its_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "outside_plugin.py").write_text(PLUGIN)
     info = tmp_path / "outside_plugin-0.1.dist-info"
     info.mkdir()
