@@ -76,3 +76,20 @@ def test_offline_ewc_folds_its_penalties_into_one_equivalent_quadratic() -> None
     separate_grads = torch.autograd.grad(separate, probe)
     for g1, g2 in zip(folded_grads, separate_grads):
         torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-5)
+
+
+def test_online_ewc_decays_the_old_fisher_and_anchors_at_the_latest_weights() -> None:
+    method = built_ewc()
+    method.config = EWCConfig(online=True, gamma=0.5)
+    params = list(method.net.parameters())
+    first = [torch.full_like(p, 2.0) for p in params]
+    second = [torch.full_like(p, 1.0) for p in params]
+    for fisher in (first, second):
+        method._fisher = lambda replay, fisher=fisher: fisher  # type: ignore[method-assign]
+        with torch.no_grad():
+            for p in params:
+                p.add_(1.0)
+        method.end_segment(0, replay=lambda n: (torch.zeros(0), torch.zeros(0)))
+    for p, importance, anchor in zip(params, method.importance, method.anchor):
+        torch.testing.assert_close(importance, torch.full_like(p, 0.5 * 2.0 + 1.0))
+        torch.testing.assert_close(anchor, p.detach())
