@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,6 +115,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        from harness.scheduler import interrupt_on_sigterm
+
+        signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     from results.store import OutputError
     from scenarios.datasets import DataCorruptError, DataMissingError
 

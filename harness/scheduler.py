@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -58,6 +59,11 @@ class Summary:
     @property
     def remaining(self) -> int:
         return self.total - self.skipped - self.done - self.failed
+
+
+def interrupt_on_sigterm(signum: int, frame: object) -> None:
+    """A job scheduler's SIGTERM ends the run as cleanly as Ctrl-C (finished cells saved, Ray stopped)."""
+    raise KeyboardInterrupt
 
 
 def git_sha() -> str:
@@ -212,6 +218,9 @@ def _run_ray(cells: Sequence[Cell], options: RunOptions, store: ResultStore, sum
     import ray
 
     started_here = _start_ray(options.address)
+    previous_handler = None
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, interrupt_on_sigterm):
+        previous_handler = signal.signal(signal.SIGTERM, interrupt_on_sigterm)  # ray.init installed its own
     try:
         device, per_cell = _resources(cells, options)
         settings = WorkerSettings(options.data_dir, device, options.cpus_per_cell, git_sha())
@@ -237,5 +246,7 @@ def _run_ray(cells: Sequence[Cell], options: RunOptions, store: ResultStore, sum
                 ray.cancel(ref, force=True)
             raise
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
         if started_here:
             ray.shutdown()

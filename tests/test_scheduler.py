@@ -49,3 +49,28 @@ def test_more_cpus_per_cell_than_any_node_has_is_an_error(tmp_path: Path) -> Non
     path.write_text(GRID)
     with pytest.raises(ConfigError, match="--cpus-per-cell 512 is more than any Ray node has"):
         run_grid(expand_grid(str(path)), RunOptions(out=tmp_path / "out", executor="ray", cpus_per_cell=512))
+
+
+def test_sigterm_stops_a_ray_run_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID.replace("steps_per_task: 10", "steps_per_task: 400").replace("seeds: 2", "seeds: 3"))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "harness.cli", "run", "--grid", str(path), "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((out / "runs").glob("*.parquet")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    finished = len(pd.read_parquet(out / "runs"))
+    assert 1 <= finished < 12
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{12 - finished} done, 0 failed, {finished} already finished" in rerun.stdout
