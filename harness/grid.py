@@ -202,8 +202,6 @@ def _expand_experiment(grid: str, where: str, spec: dict[str, Any], filters: Fil
                     f"{where}: method {method_name} does not support scenario {scenario.value} "
                     f"(it supports {', '.join(sorted(cls.scenarios))})"
                 )
-    if training.probe_task >= 1 and any(getattr(c, "num_tasks", None) == 1 for _, c in streams):
-        raise ConfigError(f"{where}: training.probe_task {training.probe_task} is beyond a one-task stream")
 
     cells = []
     for method_name, cls, method_config in methods:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from scenarios.streams import MNIST_STATS, ImageTaskStream, derived_seed, register_stream
+from scenarios.streams import ImageTaskStream, derived_seed, register_mnist_family
 
 
 @dataclass(frozen=True)
@@ -38,15 +38,4 @@ class PermutedStream(ImageTaskStream):
         return flat.view_as(images)
 
 
-@register_stream("permuted_mnist")
-class PermutedMNIST(PermutedStream):
-    dataset = "MNIST"
-    datasets = ("MNIST",)
-    mean, std = MNIST_STATS["MNIST"]
-
-
-@register_stream("permuted_fashion_mnist")
-class PermutedFashionMNIST(PermutedStream):
-    dataset = "FashionMNIST"
-    datasets = ("FashionMNIST",)
-    mean, std = MNIST_STATS["FashionMNIST"]
+register_mnist_family("permuted", PermutedStream)

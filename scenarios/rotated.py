@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from scenarios.streams import MNIST_STATS, ImageTaskStream, register_stream
+from scenarios.streams import ImageTaskStream, register_mnist_family
 
 
 def rotation_grid(degrees: float, height: int, width: int, device: torch.device) -> Tensor:
@@ -52,15 +52,4 @@ class RotatedStream(ImageTaskStream):
         return images if task * self.config.degrees_per_task % 360 == 0 else rotate(images, self.grids[task])
 
 
-@register_stream("rotated_mnist")
-class RotatedMNIST(RotatedStream):
-    dataset = "MNIST"
-    datasets = ("MNIST",)
-    mean, std = MNIST_STATS["MNIST"]
-
-
-@register_stream("rotated_fashion_mnist")
-class RotatedFashionMNIST(RotatedStream):
-    dataset = "FashionMNIST"
-    datasets = ("FashionMNIST",)
-    mean, std = MNIST_STATS["FashionMNIST"]
+register_mnist_family("rotated", RotatedStream)

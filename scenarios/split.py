@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from scenarios.streams import MNIST_STATS, ImageTaskStream, register_stream
+from scenarios.streams import ImageTaskStream, register_mnist_family
 
 DATASET_CLASSES = 10
 
@@ -36,15 +36,4 @@ class SplitStream(ImageTaskStream):
         return range(task * self.classes_per_task, (task + 1) * self.classes_per_task)
 
 
-@register_stream("split_mnist")
-class SplitMNIST(SplitStream):
-    dataset = "MNIST"
-    datasets = ("MNIST",)
-    mean, std = MNIST_STATS["MNIST"]
-
-
-@register_stream("split_fashion_mnist")
-class SplitFashionMNIST(SplitStream):
-    dataset = "FashionMNIST"
-    datasets = ("FashionMNIST",)
-    mean, std = MNIST_STATS["FashionMNIST"]
+register_mnist_family("split", SplitStream)

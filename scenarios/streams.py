@@ -9,6 +9,7 @@ space.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -172,4 +173,15 @@ class ImageTaskStream(Stream):
             yield self._prepare(task, self.test_images[indices], self.test_labels[indices])
 
 
-MNIST_STATS = {"MNIST": (0.1307, 0.3081), "FashionMNIST": (0.2860, 0.3530)}
+MNIST_STATS = {"MNIST": (0.1307, 0.3081), "FashionMNIST": (0.2860, 0.3530)}  # pixel mean and std in [0, 1]
+
+
+def register_mnist_family(prefix: str, base: type[ImageTaskStream]) -> None:
+    """Register ``base`` over MNIST as ``<prefix>_mnist`` and over Fashion-MNIST as ``<prefix>_fashion_mnist``."""
+    for suffix, dataset in (("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")):
+        mean, std = MNIST_STATS[dataset]
+        attributes = {"dataset": dataset, "datasets": (dataset,), "mean": mean, "std": std}
+        name = f"{base.__name__}{dataset}"
+        cls = type(name, (base,), {**attributes, "__module__": base.__module__, "__qualname__": name})
+        setattr(sys.modules[base.__module__], name, cls)  # importable by name, so it pickles
+        register_stream(f"{prefix}_{suffix}")(cls)
