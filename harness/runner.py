@@ -43,6 +43,7 @@ class TrainingConfig:
     probe_samples: int = field(default=2000, metadata={"min": 0})  # test examples per probe (0: all)
     eval_batch_size: int = field(default=128, metadata={"min": 1})  # task inference runs once per test batch
     eval_samples: int = field(default=0, metadata={"min": 0})  # test examples per task in the matrix (0: all)
+    eval_every_segments: int = field(default=1, metadata={"min": 1})  # matrix rows every N segments (and the last)
 
 
 @dataclass(frozen=True)
@@ -283,13 +284,16 @@ class Loop:
                 return x, self._targets(local, task)
 
             self.method.end_segment(visible, replay)
-        self.evaluate_seen(segment)
 
     def run(self) -> None:
         if not self.rules.boundaries_in_training:
             self._restart_optimizer(self.method.begin_segment(None, 0))
-        for segment in self.stream.segments():
+        segments = self.stream.segments()
+        every = self.training.eval_every_segments
+        for segment in segments:
             self.train_segment(segment)
+            if (segment.index + 1) % every == 0 or segment is segments[-1]:
+                self.evaluate_seen(segment)
 
 
 def _versions() -> dict[str, str]:

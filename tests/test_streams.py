@@ -12,7 +12,7 @@ from scenarios import STREAMS
 from scenarios.rotated import rotate, rotation_grid
 from scenarios.streams import Stream
 
-SMALL = {"num_tasks": 3, "steps_per_task": 5}
+SMALL = {"num_tasks": 3, "steps_per_task": 5, "total_steps": 1000}
 
 
 def build(name: str, data_dir: Path, seed: int = 0, **settings: object) -> Stream:
@@ -95,3 +95,16 @@ def test_rotated_mnist_turns_task_i_by_i_times_ten_degrees(data_dir: Path) -> No
         ys, xs = torch.nonzero(turned[0, 0] > 0.3, as_tuple=True)
         angle = math.degrees(math.atan2(-(ys.float().mean() - 13.5), xs.float().mean() - 13.5))
         assert (angle - task * 10 + 180) % 360 - 180 == pytest.approx(0, abs=6)
+
+
+def test_rotating_streams_turn_a_little_every_step_and_recur_every_cycle(data_dir: Path) -> None:
+    stream = build("rotating_mnist", data_dir, total_steps=2500)
+    assert stream.num_tasks == 10 and len(stream.segments()) == 25
+    assert [s.task for s in stream.segments()[8:13]] == [8, 9, 0, 1, 2]
+    assert stream.angle(0) == 0 and stream.angle(250) == pytest.approx(90) and stream.angle(1001) == pytest.approx(0.36)
+    images = torch.zeros(1, 1, 28, 28)
+    images[0, 0, 13:15, 20:26] = 1.0
+    assert torch.equal(stream.transform(0, images), images)  # task 0 is the 0-degree test set
+    turned = stream.transform(1, images)  # task 1 starts at step 100: 36 degrees
+    ys, xs = torch.nonzero(turned[0, 0] > 0.3, as_tuple=True)
+    assert math.degrees(math.atan2(-(ys.float().mean() - 13.5), xs.float().mean() - 13.5)) == pytest.approx(36, abs=6)

@@ -1,0 +1,360 @@
+"""Parameter Superposition (Cheung et al. 2019): many models in one set of weights, retrieved by a context.
+
+Every linear layer computes ``y = W (c(k) * x)`` (eq. 4 and 7): the input is
+bound to the context of task k before the shared weights apply, so each task
+sees the weights through its own nearly orthogonal "view". The variants differ
+only in the context:
+
+- ``psp_binary``: a random +-1 vector per task and layer; real weights.
+- ``psp_complex``: a complex vector of unit modulus and uniform random phase
+  per task and layer (eq. 5); complex weights.
+- ``psp_rotation``: a Haar-random orthogonal matrix (scipy.stats.ortho_group)
+  per task and layer, applied as ``W (C_k x)`` (eq. 3); real weights.
+- ``psp_onepower``: task k uses the (k+1)-th power of one complex context
+  (eq. 6, tasks numbered from 1), i.e. phases ``(k+1) * phi``.
+- ``psp_fast``: for continuous streams, a new complex context every step of a
+  ``period``-step cycle, the same ``period`` contexts reused every cycle (sec. 4.1.3).
+- ``psp_fast_localmix``: ``psp_fast`` with each context's phase the mean of its
+  own and its two neighbours' phases, cyclically (eq. 12).
+
+Choices where the paper is silent, following the authors' public code:
+
+- Complex networks pass the nonlinearity part by part,
+  ``relu(Re z) + i relu(Im z)``; the first layer's input is real (imaginary
+  part 0); the logits are the real part of the last layer's output.
+- Contexts bind every layer, the output layer included. Layers have no bias,
+  as in eq. 7 and Table 1.
+- Real weights start Xavier-normal; complex weights take a Xavier-normal
+  magnitude and a uniform phase.
+- The authors' configs learn the contexts; here they are fixed random by
+  default, as the paper describes them, and ``learn_contexts: true`` makes them
+  parameters (binary: real-valued, starting at +-1; complex: the phases;
+  rotation: the matrices, starting orthogonal).
+- Fixed contexts are regenerated from the cell's seed, one seed per layer and
+  context, never trained or saved; ``storage()`` still counts them as Table 1
+  does, so that bytes compare with the paper.
+- ``psp_fast`` keys contexts by the step, and predicts a task with the context
+  of the step at which that task began (the 0-degree test set with context 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import ortho_group
+from torch import Tensor, nn
+
+from methods.base import BuildContext, Method, Prediction, register_method, tensor_bytes
+
+Index = int  # which context of a bank a forward pass uses
+
+
+def layer_seed(seed: int, layer: int, purpose: str) -> int:
+    return int(np.random.SeedSequence([seed, layer, *purpose.encode()]).generate_state(1)[0])
+
+
+class ContextState:
+    """The context index every layer of one network reads; the method sets it before each forward pass."""
+
+    def __init__(self) -> None:
+        self.index: Index = 0
+
+
+class ContextBank(nn.Module):
+    """The contexts of one layer. ``bind(x, index)`` returns the layer input bound to a context."""
+
+    complex_valued: ClassVar[bool] = False
+
+    def bind(self, x: Tensor, index: Index) -> Tensor:
+        raise NotImplementedError
+
+    def bytes_for(self, indices: set[Index]) -> int:
+        """Bytes of Table 1 needed to keep the contexts of these indices."""
+        raise NotImplementedError
+
+
+class BinaryBank(ContextBank):
+    def __init__(self, size: int, count: int, seed: int, learn: bool) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        signs = torch.randint(0, 2, (count, size), generator=g).float() * 2 - 1
+        self.size = size
+        if learn:
+            self.contexts = nn.Parameter(signs)
+        else:
+            self.register_buffer("contexts", signs, persistent=False)
+
+    def bind(self, x: Tensor, index: Index) -> Tensor:
+        return x * self.contexts[index]
+
+    def bytes_for(self, indices: set[Index]) -> int:
+        per_context = math.ceil(self.size / 8) if not isinstance(self.contexts, nn.Parameter) else self.size * 4
+        return len(indices) * per_context  # M bits each (M floats once learned)
+
+
+class PhaseBank(ContextBank):
+    """Complex contexts of unit modulus: ``exp(i * phase)``, optionally phase-mixed with neighbours (eq. 12)."""
+
+    complex_valued = True
+
+    def __init__(self, size: int, count: int, seed: int, learn: bool, local_mix: bool = False) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        phases = (torch.rand(count, size, generator=g) * 2 - 1) * math.pi
+        self.size = size
+        self.local_mix = local_mix
+        if learn:
+            self.phases = nn.Parameter(phases)
+        else:
+            self.register_buffer("phases", phases, persistent=False)
+
+    def phase(self, index: Index) -> Tensor:
+        if not self.local_mix:
+            return self.phases[index]
+        count = len(self.phases)
+        neighbours = [(index - 1) % count, index % count, (index + 1) % count]
+        return self.phases[neighbours].mean(0)
+
+    def bind(self, x: Tensor, index: Index) -> Tensor:
+        return x * torch.polar(torch.ones_like(self.phase(index)), self.phase(index))
+
+    def bytes_for(self, indices: set[Index]) -> int:
+        return len(indices) * self.size * 4  # M phases (float32) each
+
+
+class OnePowerBank(ContextBank):
+    """Task k binds with ``c^(k+1)``: phases ``(k+1) * phi`` of one base context (eq. 6)."""
+
+    complex_valued = True
+
+    def __init__(self, size: int, count: int, seed: int, learn: bool) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        base = (torch.rand(size, generator=g) * 2 - 1) * math.pi
+        self.size = size
+        if learn:
+            self.base = nn.Parameter(base)
+        else:
+            self.register_buffer("base", base, persistent=False)
+
+    def bind(self, x: Tensor, index: Index) -> Tensor:
+        phase = (index + 1) * self.base
+        return x * torch.polar(torch.ones_like(phase), phase)
+
+    def bytes_for(self, indices: set[Index]) -> int:
+        return self.size * 4 + len(indices) * 4  # M phases once, then one number (the power) per task
+
+
+class RotationBank(ContextBank):
+    """A Haar-random orthogonal matrix per context, drawn with scipy.stats.ortho_group when first used."""
+
+    def __init__(self, size: int, count: int, seed: int, learn: bool) -> None:
+        super().__init__()
+        self.size = size
+        self.seed = seed
+        self.learn = learn
+        self.count = count
+        self.matrices = nn.ParameterDict() if learn else {}
+        if learn:  # learnable contexts must exist before the optimiser is built
+            for index in range(count):
+                self.matrices[str(index)] = nn.Parameter(self._draw(index))
+
+    def _draw(self, index: Index) -> Tensor:
+        matrix = ortho_group.rvs(self.size, random_state=layer_seed(self.seed, index, "rotation"))
+        return torch.from_numpy(np.asarray(matrix, dtype=np.float32))
+
+    def matrix(self, index: Index, device: torch.device) -> Tensor:
+        key = str(index)
+        if key not in self.matrices:
+            self.matrices[key] = self._draw(index).to(device)
+        return self.matrices[key]
+
+    def bind(self, x: Tensor, index: Index) -> Tensor:
+        return x @ self.matrix(index, x.device).T
+
+    def bytes_for(self, indices: set[Index]) -> int:
+        return len(indices) * self.size * self.size * 4  # M^2 floats each
+
+
+class PSPLinear(nn.Module):
+    """``y = W (c(k) * x)``: a bias-free linear map whose input is bound to the current context (eq. 7)."""
+
+    def __init__(self, in_features: int, out_features: int, bank: ContextBank, state: ContextState) -> None:
+        super().__init__()
+        self.bank = bank
+        self.state = state
+        magnitude = nn.init.xavier_normal_(torch.empty(out_features, in_features))
+        if bank.complex_valued:
+            phase = (torch.rand(out_features, in_features) * 2 - 1) * math.pi
+            self.weight = nn.Parameter(torch.polar(magnitude.abs(), phase + math.pi * (magnitude < 0)))
+        else:
+            self.weight = nn.Parameter(magnitude)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.bank.complex_valued and not x.is_complex():
+            x = x.to(torch.complex64)
+        return F.linear(self.bank.bind(x, self.state.index), self.weight)
+
+
+class SplitReLU(nn.Module):
+    """ReLU on the real and the imaginary part separately (the authors' complex networks)."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.complex(F.relu(z.real), F.relu(z.imag)) if z.is_complex() else F.relu(z)
+
+
+class PSPKit:
+    """The layer kit of a PSP network: every linear layer gets its own context bank from ``make_bank``."""
+
+    def __init__(self, make_bank, state: ContextState) -> None:  # noqa: ANN001
+        self.make_bank = make_bank
+        self.state = state
+        self.layers: list[PSPLinear] = []
+
+    def linear(self, in_features: int, out_features: int) -> nn.Module:
+        layer = PSPLinear(in_features, out_features, self.make_bank(in_features, len(self.layers)), self.state)
+        self.layers.append(layer)
+        return layer
+
+    def activation(self, num_features: int) -> nn.Module:
+        return SplitReLU()
+
+
+@dataclass(frozen=True)
+class PSPConfig:
+    learn_contexts: bool = False  # fixed random contexts (the paper), or trainable ones (the authors' configs)
+
+
+@dataclass(frozen=True)
+class PSPFastConfig:
+    learn_contexts: bool = False
+    period: int = field(default=1000, metadata={"min": 1})  # steps in one cycle: a context per step, reused each cycle
+
+
+class PSP(Method):
+    """Shared machinery; each registered variant says how its contexts are made and indexed."""
+
+    version = "1"
+    Config = PSPConfig
+    scenarios = frozenset({"GG"})  # the context comes from the given task (or time)
+
+    def make_bank(self, size: int, layer: int, count: int, seed: int, learn: bool) -> ContextBank:
+        raise NotImplementedError
+
+    def context_count(self, context: BuildContext) -> int:
+        return context.label_space.num_tasks
+
+    def build(self, context: BuildContext) -> nn.Module:
+        self.state = ContextState()
+        learn = self.config.learn_contexts  # type: ignore[attr-defined]
+        count = self.context_count(context)
+
+        def bank(size: int, layer: int) -> ContextBank:
+            return self.make_bank(size, layer, count, layer_seed(context.seed, layer, self.name), learn)
+
+        torch.manual_seed(layer_seed(context.seed, 0, "weights"))
+        kit = PSPKit(bank, self.state)
+        backbone = context.make_backbone(kit)
+        self.net = nn.Sequential(backbone.trunk, kit.linear(backbone.feature_dim, context.label_space.num_outputs))
+        self.layers = kit.layers
+        self.used: set[Index] = set()
+        return self.net
+
+    def index_for(self, task: int | None) -> Index:
+        assert task is not None, "PSP needs the task (GG)"
+        return task
+
+    def begin_segment(self, task: int | None, step: int) -> None:
+        self.state.index = self.index_for(task)
+
+    def logits(self, x: Tensor) -> Tensor:
+        out = self.net(x)
+        return out.real if out.is_complex() else out
+
+    def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
+        self.state.index = self.index_for(task)
+        self.used.add(self.state.index)
+        return F.cross_entropy(self.logits(x), y)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, task: int | None) -> Prediction:
+        self.state.index = self.index_for(task)
+        return Prediction(self.logits(x))
+
+    def storage(self) -> dict[str, int]:
+        """Table 1: the shared weights (complex ones count twice), plus each context in use."""
+        return {
+            "weights": tensor_bytes(layer.weight for layer in self.layers),
+            "contexts": sum(layer.bank.bytes_for(self.used) for layer in self.layers),
+        }
+
+
+@register_method("psp_binary")
+class PSPBinary(PSP):
+    def make_bank(self, size: int, layer: int, count: int, seed: int, learn: bool) -> ContextBank:
+        return BinaryBank(size, count, seed, learn)
+
+
+@register_method("psp_complex")
+class PSPComplex(PSP):
+    def make_bank(self, size: int, layer: int, count: int, seed: int, learn: bool) -> ContextBank:
+        return PhaseBank(size, count, seed, learn)
+
+
+@register_method("psp_rotation")
+class PSPRotation(PSP):
+    def make_bank(self, size: int, layer: int, count: int, seed: int, learn: bool) -> ContextBank:
+        return RotationBank(size, count, seed, learn)
+
+
+@register_method("psp_onepower")
+class PSPOnePower(PSP):
+    def make_bank(self, size: int, layer: int, count: int, seed: int, learn: bool) -> ContextBank:
+        return OnePowerBank(size, count, seed, learn)
+
+
+@register_method("psp_fast")
+class PSPFast(PSP):
+    """A context per step of the cycle: only the period is known, not the task (sec. 4.1.3)."""
+
+    Config = PSPFastConfig
+    local_mix: ClassVar[bool] = False
+    config: PSPFastConfig
+
+    def context_count(self, context: BuildContext) -> int:
+        return self.config.period
+
+    def make_bank(self, size: int, layer: int, count: int, seed: int, learn: bool) -> ContextBank:
+        return PhaseBank(size, count, seed, learn, local_mix=self.local_mix)
+
+    def build(self, context: BuildContext) -> nn.Module:
+        self.step = 0
+        self.task_start: dict[int, int] = {}
+        return super().build(context)
+
+    def begin_segment(self, task: int | None, step: int) -> None:
+        self.step = step
+        if task is not None:
+            self.task_start.setdefault(task, step)
+
+    def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
+        self.state.index = self.step % self.config.period
+        self.used.add(self.state.index)
+        return F.cross_entropy(self.logits(x), y)
+
+    def after_step(self, step: int) -> None:
+        self.step = step + 1
+
+    def index_for(self, task: int | None) -> Index:
+        assert task is not None, "psp_fast predicts a task with the context of the step that task began"
+        return self.task_start.get(task, 0) % self.config.period
+
+
+@register_method("psp_fast_localmix")
+class PSPFastLocalMix(PSPFast):
+    local_mix = True
