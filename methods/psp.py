@@ -243,8 +243,10 @@ class PSP(Method):
     Config = PSPConfig
     scenarios = frozenset({"GG"})  # the context comes from the given task (or time)
 
-    def make_bank(self, size: int, layer: int, count: int, seed: int, learn: bool) -> ContextBank:
-        raise NotImplementedError
+    bank: ClassVar[type[ContextBank]]  # the kind of context every layer gets
+
+    def make_bank(self, size: int, count: int, seed: int, learn: bool) -> ContextBank:
+        return self.bank(size, count, seed, learn)  # type: ignore[call-arg]
 
     def context_count(self, context: BuildContext) -> int:
         return context.label_space.num_tasks
@@ -255,7 +257,7 @@ class PSP(Method):
         count = self.context_count(context)
 
         def bank(size: int, layer: int) -> ContextBank:
-            return self.make_bank(size, layer, count, layer_seed(context.seed, layer, self.name), learn)
+            return self.make_bank(size, count, layer_seed(context.seed, layer, self.name), learn)
 
         torch.manual_seed(layer_seed(context.seed, 0, "weights"))
         kit = PSPKit(bank, self.state)
@@ -296,26 +298,22 @@ class PSP(Method):
 
 @register_method("psp_binary")
 class PSPBinary(PSP):
-    def make_bank(self, size: int, layer: int, count: int, seed: int, learn: bool) -> ContextBank:
-        return BinaryBank(size, count, seed, learn)
+    bank = BinaryBank
 
 
 @register_method("psp_complex")
 class PSPComplex(PSP):
-    def make_bank(self, size: int, layer: int, count: int, seed: int, learn: bool) -> ContextBank:
-        return PhaseBank(size, count, seed, learn)
+    bank = PhaseBank
 
 
 @register_method("psp_rotation")
 class PSPRotation(PSP):
-    def make_bank(self, size: int, layer: int, count: int, seed: int, learn: bool) -> ContextBank:
-        return RotationBank(size, count, seed, learn)
+    bank = RotationBank
 
 
 @register_method("psp_onepower")
 class PSPOnePower(PSP):
-    def make_bank(self, size: int, layer: int, count: int, seed: int, learn: bool) -> ContextBank:
-        return OnePowerBank(size, count, seed, learn)
+    bank = OnePowerBank
 
 
 @register_method("psp_fast")
@@ -329,7 +327,7 @@ class PSPFast(PSP):
     def context_count(self, context: BuildContext) -> int:
         return self.config.period
 
-    def make_bank(self, size: int, layer: int, count: int, seed: int, learn: bool) -> ContextBank:
+    def make_bank(self, size: int, count: int, seed: int, learn: bool) -> ContextBank:
         return PhaseBank(size, count, seed, learn, local_mix=self.local_mix)
 
     def build(self, context: BuildContext) -> nn.Module:

@@ -101,7 +101,9 @@ def test_missing_data_names_the_files_and_the_folder(
     empty = tmp_path / "no-data"
     empty.mkdir()
     err = error_of(
-        ["run", "--grid", "smoke", "--data-dir", str(empty), "--methods", "standard"], capsys, tmp_path / "out"
+        ["run", "--grid", "smoke", "--data-dir", str(empty), "--methods", "standard", "--streams", "permuted_mnist"],
+        capsys,
+        tmp_path / "out",
     )
     assert "dataset MNIST not found: put train-images-idx3-ubyte.gz" in err
     assert str(empty / "MNIST" / "raw") in err
@@ -117,7 +119,7 @@ def test_unwritable_output_folder(capsys: pytest.CaptureFixture, tmp_path: Path)
 def test_dry_run_lists_cells_and_trains_nothing(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     assert main(["run", "--grid", "smoke", "--dry-run", "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert "40 cells; data: MNIST" in out and "multihead/split_mnist/GG/seed1" in out
+    assert "56 cells; data: FashionMNIST, MNIST" in out and "multihead/split_mnist/GG/seed1" in out
     assert not (tmp_path / "out").exists()
 
 

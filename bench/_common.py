@@ -1,0 +1,28 @@
+"""Helpers the benchmark scripts share: run cells through the harness, read their tables back."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness.cells import Cell  # noqa: E402
+from harness.scheduler import RunOptions, run_grid  # noqa: E402
+
+
+def run_cells(
+    cells: Sequence[Cell], out: Path, data_dir: Path | None, executor: str = "ray"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run (or resume) the cells into ``out`` and return its runs and evals tables, for these cells only."""
+    summary = run_grid(cells, RunOptions(out=out, data_dir=str(data_dir) if data_dir else None, executor=executor))  # type: ignore[arg-type]
+    if summary.failed:
+        raise SystemExit(f"{summary.failed} cells failed: {summary.failures}")
+    ids = {c.cell_id for c in cells}
+    runs = pd.read_parquet(out / "runs")
+    evals = pd.read_parquet(out / "evals")
+    return runs[runs.cell_id.isin(ids)], evals[evals.cell_id.isin(ids)]
