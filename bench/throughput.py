@@ -4,10 +4,13 @@ Workload: PermutedMNIST, RMSprop, batch 128, the data as uint8 on the device
 and the permutation an index gather, on FC 784-1024-1024-10 and LeNet
 300-100. The plain loop does exactly the steps a researcher would write by
 hand; each method runs through the harness's ``run_cell`` over two tasks so
-that consolidation penalties are active for half the steps. Figures are
-printed as a table and appended to a Parquet file.
+that consolidation penalties are active for half the steps. Every
+measurement is repeated ``--repeats`` times, interleaved (plain loop, then each
+method, then again), and reported as the median with the lowest and highest
+repeat: on a small shared machine single timings vary by tens of percent.
+Figures are printed as a table and appended to a Parquet file.
 
-    python bench/throughput.py --data-dir ../shared/datasets [--steps 300] [--threads 2]
+    python bench/throughput.py --data-dir ../shared/datasets [--steps 1000] [--repeats 3] [--threads 2]
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -75,23 +79,39 @@ def harness_samples_per_second(method: str, backbone: str, steps: int, settings:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--backbones", default="fc_1024_1024,lenet_300_100")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/throughput.parquet"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = WorkerSettings(str(args.data_dir) if args.data_dir else None, "cpu", args.threads)
+    measured: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.repeats):
+        for backbone in args.backbones.split(","):
+            plain = plain_loop_samples_per_second(PRESETS[backbone].hidden, args.steps, args.data_dir)
+            measured.setdefault((backbone, "plain loop"), []).append(plain)
+            for method in METHODS.names():
+                run = harness_samples_per_second(method, backbone, args.steps, settings)
+                measured.setdefault((backbone, method), []).append(run["samples_per_second"])
     rows = []
-    for backbone in args.backbones.split(","):
-        plain = plain_loop_samples_per_second(PRESETS[backbone].hidden, args.steps, args.data_dir)
-        rows.append({"backbone": backbone, "method": "plain loop", "samples_per_second": plain, "ratio": 1.0})
-        for method in METHODS.names():
-            run = harness_samples_per_second(method, backbone, args.steps, settings)
-            sps = run["samples_per_second"]
-            rows.append({"backbone": backbone, "method": method, "samples_per_second": sps, "ratio": sps / plain})
+    for (backbone, method), values in measured.items():
+        plain = float(np.median(measured[(backbone, "plain loop")]))
+        median = float(np.median(values))
+        rows.append(
+            {
+                "backbone": backbone,
+                "method": method,
+                "samples_per_second": median,
+                "lowest": min(values),
+                "highest": max(values),
+                "ratio": median / plain,
+            }
+        )
     table = pd.DataFrame(rows).assign(threads=args.threads, steps=args.steps, measured_at=time.time())
-    print(table[["backbone", "method", "samples_per_second", "ratio"]].to_string(index=False, float_format="%.2f"))
+    columns = ["backbone", "method", "samples_per_second", "lowest", "highest", "ratio"]
+    print(table[columns].to_string(index=False, float_format="%.2f"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.out.exists():
         table = pd.concat([pd.read_parquet(args.out), table], ignore_index=True)
