@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -22,7 +22,6 @@ class Cell:
     backbone: dict[str, Any]
     training: dict[str, Any]
     seed: int
-    extra: dict[str, Any] = field(default_factory=dict)  # not part of the identity (e.g. resources)
 
     def identity(self) -> dict[str, Any]:
         """What determines the result. Grid name and tags do not: the same run in two grids is one cell."""
