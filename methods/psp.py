@@ -121,7 +121,8 @@ class PhaseBank(ContextBank):
         return self.phases[neighbours].mean(0)
 
     def bind(self, x: Tensor, index: Index) -> Tensor:
-        return x * torch.polar(torch.ones_like(self.phase(index)), self.phase(index))
+        phase = self.phase(index)
+        return x * torch.polar(torch.ones_like(phase), phase)
 
     def bytes_for(self, indices: set[Index]) -> int:
         return len(indices) * self.size * 4  # M phases (float32) each
