@@ -212,6 +212,22 @@ def _resources(cells: Sequence[Cell], options: RunOptions) -> tuple[str, dict[st
     return device, per_cell
 
 
+def _cancel_on_cluster(refs: list[Any]) -> None:
+    """Stop this run's tasks on a shared cluster, which outlives the driver.
+
+    Not forced: a forced cancel of a task whose reply is already on its way trips a fatal check inside
+    Ray 2.60's task manager (seen as "Tried to complete task that was not pending"), killing the driver
+    before it can report what it saved.
+    """
+    import ray
+
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=False)
+        except Exception:  # already finished or already gone: nothing left to stop
+            pass
+
+
 def _run_ray(cells: Sequence[Cell], options: RunOptions, store: ResultStore, summary: Summary) -> None:
     if not cells:
         return
@@ -242,9 +258,9 @@ def _run_ray(cells: Sequence[Cell], options: RunOptions, store: ResultStore, sum
                     progress.show(running=min(slots, len(pending)), force=True)
                 progress.show(running=min(slots, len(pending)))
         except BaseException:
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            raise
+            if not started_here:
+                _cancel_on_cluster(list(pending))
+            raise  # a local instance is stopped below, workers and all: cancelling first races Ray's bookkeeping
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
