@@ -14,7 +14,6 @@ import platform
 import socket
 import time
 import traceback
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +26,7 @@ from harness.backbones import BackboneSpec, backbone_factory
 from harness.cells import Cell
 from harness.config import parse_config
 from methods import METHODS
-from methods.base import BuildContext, LabelSpace, Method, trainable
+from methods.base import BuildContext, LabelSpace, Method, TrainableParams, trainable
 from scenarios import RULES, STREAMS, Scenario
 from scenarios.streams import Segment, Stream
 from scenarios.taxonomy import Rules, to_label_space
@@ -62,7 +61,8 @@ class CellResult:
     evals: list[dict[str, Any]]
 
 
-def make_optimizer(params: Sequence[nn.Parameter], config: TrainingConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: TrainableParams, config: TrainingConfig) -> torch.optim.Optimizer:
+    """The configured optimiser over parameters or parameter groups (a group's own ``lr`` wins)."""
     params = list(params) or [nn.Parameter(torch.zeros(()))]  # a method may train nothing for a while
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=config.lr)
@@ -176,7 +176,7 @@ class Loop:
         self.optimizer = make_optimizer(trainable(self.module), self.training)
         self.clock.end_setup()
 
-    def _restart_optimizer(self, params: Sequence[nn.Parameter] | None) -> None:
+    def _restart_optimizer(self, params: TrainableParams | None) -> None:
         if params is not None:
             self.optimizer = make_optimizer(params, self.training)
 
@@ -253,6 +253,8 @@ class Loop:
             for metric, (value, n) in self.evaluate(task, limit).items():
                 self.record(segment.index, task, metric, value, n)
         self.record(segment.index, -1, "storage_bytes", sum(self.method.storage().values()), 0)
+        for name, value in self.method.diagnostics().items():
+            self.record(segment.index, -1, name, value, 0)
         self.module.train()
         self.clock.end_eval()
 

@@ -10,6 +10,11 @@ owns its modules and answers a few hooks with values (DESIGN.md):
     end_segment(task, replay)              e.g. EWC's Fisher, SupSup's mask freeze
     predict(x, task) -> Prediction         logits over the label space, inferred task
     storage() -> dict[str, int]            bytes needed to predict every task seen
+    diagnostics() -> dict[str, float]      optional figures recorded beside each evaluation
+
+Hooks that return parameters may return torch parameter groups instead
+(dicts with ``params`` and, e.g., their own ``lr``), for methods whose parts
+train at different rates.
 
 ``task`` is None wherever the scenario hides it. Scenario names are plain
 strings here ("GG", "GNs", "GNu", "NNs") because methods never import
@@ -78,6 +83,8 @@ class Backbone:
 
 
 BackboneFactory = Callable[[LayerKit], Backbone]
+TrainableParams = Sequence[nn.Parameter] | Sequence[dict]
+"""What a hook returns to start a fresh optimiser: parameters, or torch parameter groups."""
 ReplaySampler = Callable[[int], tuple[Tensor, Tensor]]
 """``sample(n) -> (x, y)``: n training examples of the segment that just ended, labels in the label space."""
 
@@ -117,7 +124,7 @@ class Method(ABC):
     def build(self, context: BuildContext) -> nn.Module:
         """Make every module and return their root (the runner switches it between train and eval)."""
 
-    def begin_segment(self, task: int | None, step: int) -> Sequence[nn.Parameter] | None:
+    def begin_segment(self, task: int | None, step: int) -> TrainableParams | None:
         """Called when a segment starts (once, with task None, in NNs). Return parameters to start a fresh optimiser."""
         return None
 
@@ -125,7 +132,7 @@ class Method(ABC):
     def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
         """The scalar to minimise on this batch."""
 
-    def after_step(self, step: int) -> Sequence[nn.Parameter] | None:
+    def after_step(self, step: int) -> TrainableParams | None:
         """Called after every optimiser step; gradients are still in ``.grad``. Must not sync with the device."""
         return None
 
@@ -140,6 +147,10 @@ class Method(ABC):
     @abstractmethod
     def storage(self) -> dict[str, int]:
         """Bytes needed to predict every task seen so far, by part (weights, masks, heads, ...)."""
+
+    def diagnostics(self) -> dict[str, float]:
+        """Figures worth keeping beside each evaluation (e.g. masks allocated); recorded as metrics of task -1."""
+        return {}
 
 
 METHODS: Registry[type[Method]] = Registry("method", entry_point_group="harness.methods")

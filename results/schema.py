@@ -55,7 +55,7 @@ EVALS = pa.schema(
         ("segment", pa.int64()),  # index of the segment being trained (or just finished)
         ("tasks_seen", pa.int64()),
         ("eval_task", pa.int64()),  # -1 for facts about the whole model (storage_bytes)
-        ("metric", pa.string()),  # accuracy, task_inference_accuracy, probe_accuracy, train_loss, storage_bytes
+        ("metric", pa.string()),  # accuracy, task_inference_accuracy, probe_*, train_loss, storage_bytes, diagnostics
         ("value", pa.float64()),
         ("n", pa.int64()),  # test examples behind the value
     ],

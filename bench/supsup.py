@@ -1,0 +1,154 @@
+"""SupSup, BatchE and their task inference on the real MNIST (SupSup sec. 4.2, 4.3, Figures 3-6).
+
+Subcommands, each printing its figures (all training through the harness, read
+back from the Parquet tables):
+
+    gnu        supsup in GNu on PermutedMNIST, LeNet 300-100, s=100, One-Shot with G
+               from one image (Figure 3 left; the paper: 94.91% after 250 tasks)
+    nns        supsup in NNs against GNu with the same settings (s=500, Figure 4)
+    batche     batche against standard in GG, and batche in GNu with One-Shot (Figure 5-right)
+    inference  One-Shot and Binary: time per test batch and peak memory for k masks
+               (LeNet 300-100, s=500), and the memory of the 2,500-mask model
+
+    python bench/supsup.py gnu --data-dir ../shared/datasets [--tasks 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import run_cells
+
+from harness.grid import make_cell
+from results.metrics import accuracy_matrix
+
+TRAINING = {"probe_every": 0, "eval_every_segments": 10, "eval_samples": 0}
+
+
+def cell(method: str, scenario: str, settings: dict, tasks: int, steps: int, backbone: str, seed: int):  # noqa: ANN201
+    return make_cell(
+        method,
+        "permuted_mnist",
+        scenario,
+        method_settings=settings,
+        stream_settings={"num_tasks": tasks, "steps_per_task": steps},
+        backbone=backbone,
+        training=TRAINING,
+        seed=seed,
+        grid="bench-supsup",
+    )
+
+
+def report(cells: list, args: argparse.Namespace, label: str) -> None:
+    runs, evals = run_cells(cells, args.out, args.data_dir)
+    print(f"{label}: PermutedMNIST, {args.tasks} tasks x {args.steps} steps, seed {args.seed}")
+    print("  method    scenario settings" + " " * 36 + "final-avg  task-inference  masks  samples/s")
+    for c in cells:
+        run = runs[runs.cell_id == c.cell_id].iloc[0]
+        mine = evals[evals.cell_id == c.cell_id]
+        last = mine[mine.segment == mine.segment.max()]
+        matrix = accuracy_matrix(evals, c.cell_id)
+        inference = last[last.metric == "task_inference_accuracy"].value
+        masks = last[last.metric == "masks"].value
+        print(
+            f"  {c.method:9s} {c.scenario:8s} {str(c.method_config):44s} {np.nanmean(matrix[-1]):9.4f} "
+            f"{(inference.mean() if len(inference) else float('nan')):15.4f} "
+            f"{(int(masks.iloc[0]) if len(masks) else 0):6d} {run.samples_per_second:10.0f}"
+        )
+
+
+def gnu(args: argparse.Namespace) -> None:
+    settings = {"output_size": 100, "objective": "superfluous", "inference_images": 1}
+    report([cell("supsup", "GNu", settings, args.tasks, args.steps, "lenet_300_100", args.seed)], args, "supsup GNu")
+
+
+def nns(args: argparse.Namespace) -> None:
+    settings = {"output_size": 500}
+    cells = [cell("supsup", s, settings, args.tasks, args.steps, "lenet_300_100", args.seed) for s in ("NNs", "GNu")]
+    report(cells, args, "supsup NNs vs GNu")
+
+
+def batche(args: argparse.Namespace) -> None:
+    cells = [
+        cell("standard", "GG", {}, args.tasks, args.steps, "fc_1024_1024", args.seed),
+        cell("batche", "GG", {}, args.tasks, args.steps, "fc_1024_1024", args.seed),
+        cell("batche", "GNu", {"output_size": 500}, args.tasks, args.steps, "fc_1024_1024", args.seed),
+    ]
+    report(cells, args, "batche")
+
+
+def inference(args: argparse.Namespace) -> None:
+    import torch
+
+    from harness.backbones import PRESETS, backbone_factory
+    from harness.runner import PeakMemory
+    from methods.base import BuildContext, LabelSpace
+    from methods.supsup import SupSup, SupSupConfig
+
+    torch.set_num_threads(2)
+
+    def model(k: int, method: str) -> SupSup:
+        config = SupSupConfig(output_size=500, inference=method, inference_images=1)  # type: ignore[arg-type]
+        supsup = SupSup(config)
+        context = BuildContext(
+            "GNu",
+            LabelSpace(k, 10, False),
+            backbone_factory(PRESETS["lenet_300_100"], (1, 28, 28)),
+            (1, 28, 28),
+            torch.device("cpu"),
+            0,
+        )
+        supsup.build(context)
+        generator = torch.Generator().manual_seed(k)
+        for _ in range(k):
+            for layer in supsup.layers:
+                layer.bank.append(torch.rand(layer.bank.shape, generator=generator) < 0.5)
+        supsup.slot_task = list(range(k))
+        supsup.allocated = k
+        return supsup
+
+    x = torch.rand(128, 1, 28, 28)
+    print("task inference for one test batch of 128 (inferred from one image), LeNet 300-100, s=500, CPU, 2 threads")
+    print("  algorithm  masks  ms/batch  peak-RSS-MB  packed-masks-MB")
+    for method in ("one_shot", "binary"):
+        for k in (10, 100, 1000):
+            supsup = model(k, method)
+            supsup.predict(x, None)
+            memory = PeakMemory(torch.device("cpu"))
+            started = time.perf_counter()
+            repeats = 5
+            for _ in range(repeats):
+                supsup.predict(x, None)
+            elapsed = (time.perf_counter() - started) / repeats
+            packed = sum(layer.bank.nbytes() for layer in supsup.layers)
+            peak = memory.peak_bytes() / 2**20
+            print(f"  {method:9s} {k:6d} {elapsed * 1000:9.1f} {peak:12.0f} {packed / 2**20:16.1f}")
+            del supsup
+    memory = PeakMemory(torch.device("cpu"))
+    supsup = model(2500, "one_shot")
+    supsup.predict(x, None)
+    packed = sum(layer.bank.nbytes() for layer in supsup.layers)
+    print(
+        f"2,500-mask LeNet 300-100 model (s=500): packed masks {packed / 2**20:.1f} MB, "
+        f"process peak RSS after building it and one One-Shot batch {memory.peak_bytes() / 2**20:.0f} MB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["gnu", "nns", "batche", "inference"])
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--tasks", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/supsup"))
+    args = parser.parse_args()
+    args.tasks = args.tasks or {"gnu": 50, "nns": 20, "batche": 10}.get(args.what, 0)
+    {"gnu": gnu, "nns": nns, "batche": batche, "inference": inference}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()

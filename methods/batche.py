@@ -1,0 +1,185 @@
+"""BatchEnsemble for continual learning (Wen et al. 2020), as SupSup compares with it (sec. 4.1, Figure 5-right).
+
+Every linear layer of task t computes with ``W * (r_t s_t^T)``, i.e.
+``y = r_t * (W (s_t * x))``: one shared weight matrix and a rank-one factor
+per task. The shared weights train on the first task only (with that task's
+factors); later tasks train only their own factors, and in GG their own head.
+``random_weights: true`` never trains W (SupSup's "BatchE - Rand W").
+
+Choices where the papers are silent, following the authors' SupSup code:
+factors start at random signs (+-1) drawn from the seed; factors train with
+their own learning rate (``factor_lr``; the authors use Adam at 1e-2 for
+factors and 1e-4 for weights) under the run's optimiser; layers have no bias.
+
+In GNs and GNu the task is inferred with One-Shot (SupSup Figure 5-right),
+with a coefficient per task's rank-one factors: the superposed layer is
+``W * (R diag(alpha) S^T)``, one matrix product per layer whatever k is. As
+with SupSup, the last layer then has ``output_size`` outputs and is shared
+(with its own factors); in GG each task has a plain linear head instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from methods.base import BuildContext, Method, Prediction, register_method, tensor_bytes
+from methods.supermask import seeded_generator
+from methods.task_inference import Objective, objective_value, one_shot, spread_to_label_space
+
+
+@dataclass(frozen=True)
+class BatchEConfig:
+    output_size: int = field(default=0, metadata={"min": 0})  # GNs/GNu: outputs of the shared last layer (0: l)
+    factor_lr: float = field(default=1e-2, metadata={"min": 0.0})  # learning rate of the rank-one factors
+    random_weights: bool = False  # keep W at its random initialisation (never trained)
+    objective: Objective = "entropy"  # One-Shot objective in GNs/GNu: entropy H or superfluous G
+    # images of a test batch to infer from (0: all). The whole batch by default: from one image, One-Shot over
+    # rank-one factors picked the first task (whose weights were trained) for almost every batch in our runs
+    inference_images: int = field(default=0, metadata={"min": 0})
+
+    def __post_init__(self) -> None:
+        if self.objective == "superfluous" and self.output_size == 0:
+            raise ValueError("objective superfluous needs superfluous neurons: set output_size above the class count")
+
+
+class Selection:
+    """The factors every layer uses: one task's, or a superposition with coefficients alpha."""
+
+    def __init__(self) -> None:
+        self.task = 0
+        self.alpha: Tensor | None = None
+
+
+class RankOneLinear(nn.Module):
+    def __init__(
+        self, in_features: int, out_features: int, tasks: int, selection: Selection, generator: torch.Generator
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Linear(in_features, out_features, bias=False).weight  # PyTorch's default init of W
+        self.r = nn.Parameter(torch.randint(0, 2, (tasks, out_features), generator=generator).float() * 2 - 1)
+        self.s = nn.Parameter(torch.randint(0, 2, (tasks, in_features), generator=generator).float() * 2 - 1)
+        self.selection = selection
+
+    def forward(self, x: Tensor) -> Tensor:
+        alpha = self.selection.alpha
+        if alpha is None:
+            task = self.selection.task
+            return F.linear(x * self.s[task], self.weight) * self.r[task]
+        k = len(alpha)
+        mixed = (self.r[:k].T * alpha) @ self.s[:k]  # R diag(alpha) S^T: (out, in), whatever k is
+        return F.linear(x, self.weight * mixed)
+
+
+class RankOneKit:
+    def __init__(self, tasks: int, selection: Selection, seed: int) -> None:
+        self.tasks, self.selection, self.seed = tasks, selection, seed
+        self.layers: list[RankOneLinear] = []
+
+    def linear(self, in_features: int, out_features: int) -> nn.Module:
+        generator = seeded_generator(self.seed, "batche-factors", len(self.layers))
+        layer = RankOneLinear(in_features, out_features, self.tasks, self.selection, generator)
+        self.layers.append(layer)
+        return layer
+
+    def activation(self, num_features: int) -> nn.Module:
+        return nn.ReLU()
+
+
+@register_method("batche")
+class BatchE(Method):
+    version = "1"
+    Config = BatchEConfig
+    scenarios = frozenset({"GG", "GNs", "GNu"})
+    config: BatchEConfig
+
+    def build(self, context: BuildContext) -> nn.Module:
+        self.labels = context.label_space
+        self.classes = context.label_space.classes_per_task
+        self.device = context.device
+        self.given = context.scenario == "GG"
+        self.selection = Selection()
+        tasks = context.label_space.num_tasks
+        kit = RankOneKit(tasks, self.selection, context.seed)
+        backbone = context.make_backbone(kit)
+        self.trunk = backbone.trunk
+        if self.given:
+            self.heads = nn.ModuleList(nn.Linear(backbone.feature_dim, self.classes) for _ in range(tasks))
+            self.last = None
+        else:
+            outputs = self.config.output_size or self.classes
+            if outputs < self.classes or (self.config.objective == "superfluous" and outputs == self.classes):
+                raise ValueError(f"batche output_size {outputs} must exceed the {self.classes} classes for G")
+            self.heads = nn.ModuleList()
+            self.last = kit.linear(backbone.feature_dim, outputs)
+        self.layers = kit.layers
+        self.seen: list[int] = []
+        return nn.ModuleDict({"trunk": self.trunk, "heads": self.heads, **({"last": self.last} if self.last else {})})
+
+    def begin_segment(self, task: int | None, step: int) -> list[dict]:
+        assert task is not None, "batche trains with the task given"
+        if task not in self.seen:
+            self.seen.append(task)
+        self.selection.task = task
+        factors = [p for layer in self.layers for p in (layer.r, layer.s)]
+        train_weights = task == self.seen[0] and not self.config.random_weights
+        for layer in self.layers:
+            layer.weight.requires_grad_(train_weights)
+        rest = list(self.heads[task].parameters()) if self.given else []
+        rest += [layer.weight for layer in self.layers] if train_weights else []
+        groups: list[dict] = [{"params": factors, "lr": self.config.factor_lr}]
+        if rest:
+            groups.append({"params": rest})
+        return groups
+
+    def _logits(self, x: Tensor, task: int) -> Tensor:
+        features = self.trunk(x)
+        return self.heads[task](features) if self.given else self.last(features)  # type: ignore[misc]
+
+    def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
+        assert task is not None
+        self.selection.task = task
+        return F.cross_entropy(self._logits(x, task), y % self.classes)
+
+    def infer_task(self, x: Tensor) -> int:
+        if len(self.seen) == 1:
+            return self.seen[0]
+        images = x[: self.config.inference_images] if self.config.inference_images else x
+        order = torch.tensor(self.seen, device=self.device)
+
+        def forward(alpha: Tensor, rows: Tensor | None) -> Tensor:
+            full = torch.zeros(int(order.max()) + 1, device=self.device).index_add(0, order, alpha)
+            self.selection.alpha = full
+            try:
+                return self.last(self.trunk(images))  # type: ignore[misc]
+            finally:
+                self.selection.alpha = None
+
+        with torch.enable_grad():
+            index, _ = one_shot(forward, len(self.seen), self._objective, self.device)
+        return self.seen[index]
+
+    def _objective(self, logits: Tensor) -> Tensor:
+        return objective_value(self.config.objective, logits, self.classes)
+
+    def predict(self, x: Tensor, task: int | None) -> Prediction:
+        if task is not None:
+            self.selection.task = task
+            with torch.no_grad():
+                return Prediction(self._logits(x, task)[:, : self.classes])
+        inferred = self.infer_task(x)
+        self.selection.task = inferred
+        with torch.no_grad():
+            logits = self._logits(x, inferred)[:, : self.classes]
+        return spread_to_label_space(logits, inferred, self.labels)
+
+    def storage(self) -> dict[str, int]:
+        seen = self.seen
+        factors = sum((layer.r.shape[1] + layer.s.shape[1]) * 4 * len(seen) for layer in self.layers)
+        parts = {"weights": tensor_bytes(layer.weight for layer in self.layers), "factors": factors}
+        if self.given:
+            parts["heads"] = sum(tensor_bytes(self.heads[t].parameters()) for t in seen)
+        return parts

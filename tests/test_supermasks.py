@@ -1,0 +1,172 @@
+"""SupSup's parts on cases with known answers: masks and their gradients, packed storage, task inference, Hopfield."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import methods.supermask as supermask
+from harness.grid import make_cell
+from harness.runner import WorkerSettings, run_cell
+from methods.hopsupsup import hopfield_energy, hopfield_write
+from methods.supermask import MaskBank, Superimpose, ThresholdMask, TopFractionMask, pack_bits, unpack_bits
+from methods.task_inference import binary, entropy, is_uncertain, one_shot, superfluous_objective
+from results.metrics import accuracy_matrix
+
+
+@pytest.mark.parametrize("numel", [1, 7, 8, 9, 1000])
+def test_packed_bits_round_trip(numel: int) -> None:
+    mask = torch.rand(numel) < 0.3
+    packed = pack_bits(mask)
+    assert packed.dtype == torch.uint8 and packed.numel() == math.ceil(numel / 8)
+    assert torch.equal(unpack_bits(packed, numel, torch.bool), mask)
+
+
+def test_threshold_mask_passes_the_gradient_straight_through() -> None:
+    scores = torch.tensor([-0.5, 0.0, 0.2, -1e-6], requires_grad=True)
+    mask = ThresholdMask.apply(scores)
+    assert mask.tolist() == [0.0, 1.0, 1.0, 0.0]
+    upstream = torch.tensor([1.0, -2.0, 3.0, -4.0])
+    (mask * upstream).sum().backward()
+    assert torch.equal(scores.grad, upstream)
+
+
+def test_top_fraction_mask_keeps_the_largest_magnitudes_and_its_gradient_carries_their_sign() -> None:
+    scores = torch.tensor([0.1, -0.9, 0.5, -0.2, 0.7, 0.05], requires_grad=True)
+    mask = TopFractionMask.apply(scores.abs(), 0.5)
+    assert mask.tolist() == [0.0, 1.0, 1.0, 0.0, 1.0, 0.0]
+    mask.sum().backward()
+    assert torch.equal(scores.grad, torch.sign(scores.detach()))
+
+
+@pytest.mark.parametrize("rows", [None, [4, 0, 2]])
+def test_superposed_masks_and_their_alpha_gradient_match_a_dense_stack(monkeypatch, rows) -> None:  # noqa: ANN001
+    monkeypatch.setattr(supermask, "CHUNK_ELEMENTS", 24)  # several chunks of two masks each
+    torch.manual_seed(0)
+    weight = torch.randn(3, 4)
+    masks = torch.rand(5, 3, 4) < 0.5
+    bank = MaskBank((3, 4), torch.device("cpu"))
+    for mask in masks:
+        bank.append(mask)
+    chosen = torch.arange(5) if rows is None else torch.tensor(rows)
+    alpha = torch.rand(len(chosen), requires_grad=True)
+    upstream = torch.randn(3, 4)
+    uniform = False
+    packed = Superimpose.apply(alpha, weight, bank, None if rows is None else chosen, uniform)
+    (packed * upstream).sum().backward()
+    dense_alpha = alpha.detach().clone().requires_grad_(True)
+    dense = weight * (dense_alpha[:, None, None] * masks[chosen].float()).sum(0)
+    (dense * upstream).sum().backward()
+    assert torch.allclose(packed, dense, atol=1e-6)
+    assert torch.allclose(alpha.grad, dense_alpha.grad, atol=1e-5)
+
+
+def test_uniform_superposition_uses_the_kept_counts() -> None:
+    bank = MaskBank((2, 3), torch.device("cpu"))
+    masks = torch.rand(4, 2, 3) < 0.5
+    for mask in masks:
+        bank.append(mask)
+    bank.replace(1, ~masks[1])
+    masks[1] = ~masks[1]
+    alpha = torch.full((4,), 0.25)
+    fast = Superimpose.apply(alpha, torch.ones(2, 3), bank, None, True)
+    assert torch.allclose(fast, masks.float().mean(0))
+    assert torch.allclose(bank.mix(alpha).view(2, 3), masks.float().mean(0))
+
+
+def candidates_forward(logits_per_candidate: torch.Tensor):  # noqa: ANN201
+    """A superposition whose output is linear in alpha: candidate i alone gives ``logits_per_candidate[i]``."""
+
+    def forward(alpha: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        table = logits_per_candidate if rows is None else logits_per_candidate[rows]
+        return (alpha[:, None, None] * table).sum(0)
+
+    return forward
+
+
+@pytest.mark.parametrize("count", [2, 7, 8, 33])
+def test_one_shot_and_binary_find_the_only_confident_candidate(count: int) -> None:
+    torch.manual_seed(count)
+    right = count // 2 + 1 if count > 2 else 1
+    table = torch.randn(count, 4, 10) * 0.1  # every candidate unsure...
+    table[right, :, 3] += 8.0  # ...but one, confident about class 3
+    forward = candidates_forward(table)
+    index, score = one_shot(forward, count, entropy, torch.device("cpu"))
+    assert index == right
+    assert binary(forward, count, entropy, torch.device("cpu")) == right
+    assert not is_uncertain(score, count, 0.125)
+
+
+def test_one_shot_with_g_finds_the_candidate_that_pushes_the_superfluous_neurons_down() -> None:
+    count, classes = 6, 10
+    table = torch.zeros(count, 1, 100)
+    table[:, :, classes:] = 2.0
+    table[4, :, classes:] = -6.0  # the mask trained on this data keeps its s-neurons low
+    objective = lambda logits: superfluous_objective(logits, classes)  # noqa: E731
+    assert one_shot(candidates_forward(table), count, objective, torch.device("cpu"))[0] == 4
+
+
+def test_g_sends_gradient_only_to_the_superfluous_neurons() -> None:
+    logits = torch.randn(5, 30, requires_grad=True)
+    superfluous_objective(logits, 10).backward()
+    assert torch.all(logits.grad[:, :10] == 0)
+    assert torch.all(logits.grad[:, 10:] > 0)
+    with pytest.raises(ValueError, match="more outputs"):
+        superfluous_objective(torch.randn(2, 10), 10)
+
+
+def test_a_flat_gradient_is_uncertain() -> None:
+    assert is_uncertain(torch.zeros(5), 5, 0.125)
+    assert not is_uncertain(torch.tensor([0.0, 0.0, 0.0, 0.0, 5.0]), 5, 0.125)
+
+
+@pytest.mark.parametrize("rule", ["hebbian", "storkey"])
+def test_hopfield_network_recalls_the_patterns_it_stored(rule: str) -> None:
+    generator = torch.Generator().manual_seed(1)
+    d = 256
+    patterns = [torch.randint(0, 2, (d,), generator=generator).float() * 2 - 1 for _ in range(4)]
+    psi = torch.zeros(d, d)
+    for z in patterns:
+        hopfield_write(psi, z, rule)  # type: ignore[arg-type]
+    for z in patterns:
+        noisy = torch.where(torch.rand(d, generator=generator) < 0.15, -z, z)
+        assert hopfield_energy(psi, z) < hopfield_energy(psi, noisy)
+        state = noisy
+        for _ in range(10):
+            state = torch.where(psi @ state >= 0, 1.0, -1.0)
+        assert torch.equal(state, z)
+
+
+def run_mnist(method: str, scenario: str, data_dir: Path, settings: dict, tasks: int, steps: int) -> pd.DataFrame:
+    cell = make_cell(
+        method,
+        "permuted_mnist",
+        scenario,
+        method_settings=settings,
+        stream_settings={"num_tasks": tasks, "steps_per_task": steps},
+        backbone="lenet_300_100",
+        training={"probe_every": 0, "eval_samples": 1000},
+    )
+    result = run_cell(cell, WorkerSettings(data_dir=str(data_dir), device="cpu", threads=2))
+    assert result.run["status"] == "ok", result.run["traceback"]
+    return pd.DataFrame(result.evals)
+
+
+def test_supsup_infers_permuted_mnist_tasks_from_one_image(data_dir: Path) -> None:
+    settings = {"output_size": 100, "objective": "superfluous", "inference_images": 1}
+    evals = run_mnist("supsup", "GNu", data_dir, settings, tasks=3, steps=300)
+    final = evals[evals["segment"] == 2]
+    inference = final[final["metric"] == "task_inference_accuracy"]["value"]
+    assert len(inference) == 3 and inference.min() > 0.95
+    assert accuracy_matrix(evals)[-1].min() > 0.85
+
+
+def test_supsup_allocates_one_mask_per_task_without_task_information(data_dir: Path) -> None:
+    evals = run_mnist("supsup", "NNs", data_dir, {"output_size": 500}, tasks=3, steps=300)  # sec. 4.3's s
+    masks = evals[evals["metric"] == "masks"]["value"].tolist()
+    assert masks == [1, 2, 3] or masks == [1, 2, 4], masks  # a stray mask at most
+    assert accuracy_matrix(evals)[-1].min() > 0.85
