@@ -16,6 +16,7 @@ back from the Parquet tables):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 from _common import run_cells
 
 from harness.grid import make_cell
+from methods import METHODS
 from results.metrics import accuracy_matrix
 
 TRAINING = {"probe_every": 0, "eval_every_segments": 10, "eval_samples": 0}
@@ -47,6 +49,8 @@ def report(cells: list, args: argparse.Namespace, label: str) -> None:
     print(f"{label}: PermutedMNIST, {args.tasks} tasks x {args.steps} steps, seed {args.seed}")
     print("  method    scenario settings" + " " * 36 + "final-avg  task-inference  masks  samples/s")
     for c in cells:
+        defaults = dataclasses.asdict(METHODS.get(c.method).Config())
+        settings = {k: v for k, v in c.method_config.items() if defaults.get(k) != v}
         run = runs[runs.cell_id == c.cell_id].iloc[0]
         mine = evals[evals.cell_id == c.cell_id]
         last = mine[mine.segment == mine.segment.max()]
@@ -54,7 +58,7 @@ def report(cells: list, args: argparse.Namespace, label: str) -> None:
         inference = last[last.metric == "task_inference_accuracy"].value
         masks = last[last.metric == "masks"].value
         print(
-            f"  {c.method:9s} {c.scenario:8s} {str(c.method_config):44s} {np.nanmean(matrix[-1]):9.4f} "
+            f"  {c.method:9s} {c.scenario:8s} {str(settings):44s} {np.nanmean(matrix[-1]):9.4f} "
             f"{(inference.mean() if len(inference) else float('nan')):15.4f} "
             f"{(int(masks.iloc[0]) if len(masks) else 0):6d} {run.samples_per_second:10.0f}"
         )
@@ -103,9 +107,11 @@ def inference(args: argparse.Namespace) -> None:
         )
         supsup.build(context)
         generator = torch.Generator().manual_seed(k)
-        for _ in range(k):
-            for layer in supsup.layers:
-                layer.bank.append(torch.rand(layer.bank.shape, generator=generator) < 0.5)
+        for layer in supsup.layers:  # k random masks, written packed as training would leave them
+            bank = layer.bank
+            bank.bits = torch.randint(0, 256, (k, bank.row_bytes), dtype=torch.uint8, generator=generator)
+            bank.count, bank.versions = k, [0] * k
+            bank.ones = bank.mix(torch.ones(k)).to(torch.int32)
         supsup.slot_task = list(range(k))
         supsup.allocated = k
         return supsup
@@ -127,13 +133,15 @@ def inference(args: argparse.Namespace) -> None:
             peak = memory.peak_bytes() / 2**20
             print(f"  {method:9s} {k:6d} {elapsed * 1000:9.1f} {peak:12.0f} {packed / 2**20:16.1f}")
             del supsup
-    memory = PeakMemory(torch.device("cpu"))
     supsup = model(2500, "one_shot")
+    before = PeakMemory(torch.device("cpu")).peak_bytes()
+    memory = PeakMemory(torch.device("cpu"))
     supsup.predict(x, None)
     packed = sum(layer.bank.nbytes() for layer in supsup.layers)
     print(
-        f"2,500-mask LeNet 300-100 model (s=500): packed masks {packed / 2**20:.1f} MB, "
-        f"process peak RSS after building it and one One-Shot batch {memory.peak_bytes() / 2**20:.0f} MB"
+        f"2,500-mask LeNet 300-100 model (s=500): packed masks {packed / 2**20:.1f} MB; process RSS "
+        f"{before / 2**20:.0f} MB with the model built, peak {memory.peak_bytes() / 2**20:.0f} MB "
+        "during one One-Shot test batch"
     )
 
 

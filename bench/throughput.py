@@ -61,8 +61,12 @@ def plain_loop_samples_per_second(hidden: tuple[int, ...], steps: int, data_dir:
     return steps * 128 / (time.perf_counter() - start)
 
 
-def harness_samples_per_second(method: str, backbone: str, steps: int, settings: WorkerSettings) -> dict:
-    scenario = "GG" if "GG" in METHODS.get(method).scenarios else sorted(METHODS.get(method).scenarios)[0]
+def harness_samples_per_second(
+    method: str, backbone: str, steps: int, settings: WorkerSettings, scenario: str = ""
+) -> dict:
+    supported = METHODS.get(method).scenarios
+    if scenario not in supported:
+        scenario = "GG" if "GG" in supported else sorted(supported)[0]
     cell = make_cell(
         method,
         "permuted_mnist",
@@ -83,6 +87,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--backbones", default="fc_1024_1024,lenet_300_100")
+    parser.add_argument("--methods", default="", help="comma-separated registered names (default: all)")
+    parser.add_argument("--scenario", default="GG", help="where a method supports it (else GG or its first)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/throughput.parquet"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -92,8 +98,8 @@ def main() -> None:
         for backbone in args.backbones.split(","):
             plain = plain_loop_samples_per_second(PRESETS[backbone].hidden, args.steps, args.data_dir)
             measured.setdefault((backbone, "plain loop"), []).append(plain)
-            for method in METHODS.names():
-                run = harness_samples_per_second(method, backbone, args.steps, settings)
+            for method in args.methods.split(",") if args.methods else METHODS.names():
+                run = harness_samples_per_second(method, backbone, args.steps, settings, args.scenario)
                 measured.setdefault((backbone, method), []).append(run["samples_per_second"])
     rows = []
     for (backbone, method), values in measured.items():
@@ -109,7 +115,9 @@ def main() -> None:
                 "ratio": median / plain,
             }
         )
-    table = pd.DataFrame(rows).assign(threads=args.threads, steps=args.steps, measured_at=time.time())
+    table = pd.DataFrame(rows).assign(
+        scenario=args.scenario, threads=args.threads, steps=args.steps, measured_at=time.time()
+    )
     columns = ["backbone", "method", "samples_per_second", "lowest", "highest", "ratio"]
     print(table[columns].to_string(index=False, float_format="%.2f"))
     args.out.parent.mkdir(parents=True, exist_ok=True)

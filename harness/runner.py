@@ -37,12 +37,17 @@ class TrainingConfig:
     batch_size: int = field(default=128, metadata={"min": 1})  # both papers: 128
     optimizer: Literal["rmsprop", "adam", "sgd"] = "rmsprop"  # both papers: RMSprop
     lr: float = field(default=1e-4, metadata={"min": 0.0})  # both papers: 1e-4 on the MNIST family
+    momentum: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})  # rmsprop and sgd (papers: 0)
     probe_every: int = field(default=100, metadata={"min": 0})  # steps between probes of probe_task (0: none)
     probe_task: int = field(default=0, metadata={"min": 0})  # PSP Figures 2-5 plot task 0 over time
     probe_samples: int = field(default=2000, metadata={"min": 0})  # test examples per probe (0: all)
     eval_batch_size: int = field(default=128, metadata={"min": 1})  # task inference runs once per test batch
     eval_samples: int = field(default=0, metadata={"min": 0})  # test examples per task in the matrix (0: all)
     eval_every_segments: int = field(default=1, metadata={"min": 1})  # matrix rows every N segments (and the last)
+
+    def __post_init__(self) -> None:
+        if self.optimizer == "adam" and self.momentum:
+            raise ValueError("momentum applies to rmsprop and sgd; adam has its own betas")
 
 
 @dataclass(frozen=True)
@@ -65,10 +70,10 @@ def make_optimizer(params: TrainableParams, config: TrainingConfig) -> torch.opt
     """The configured optimiser over parameters or parameter groups (a group's own ``lr`` wins)."""
     params = list(params) or [nn.Parameter(torch.zeros(()))]  # a method may train nothing for a while
     if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=config.lr)
+        return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum)
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr)
-    return torch.optim.SGD(params, lr=config.lr)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
 
 
 def build_stream(cell: Cell, device: torch.device, data_dir: str | None) -> Stream:

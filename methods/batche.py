@@ -21,6 +21,7 @@ with SupSup, the last layer then has ``output_size`` outputs and is shared
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,7 @@ class BatchEConfig:
     output_size: int = field(default=0, metadata={"min": 0})  # GNs/GNu: outputs of the shared last layer (0: l)
     factor_lr: float = field(default=1e-2, metadata={"min": 0.0})  # learning rate of the rank-one factors
     random_weights: bool = False  # keep W at its random initialisation (never trained)
+    factor_init: Literal["random_sign", "ones"] = "random_sign"  # a new task's r and s (authors: random signs)
     objective: Objective = "entropy"  # One-Shot objective in GNs/GNu: entropy H or superfluous G
     # images of a test batch to infer from (0: all). The whole batch by default: from one image, One-Shot over
     # rank-one factors picked the first task (whose weights were trained) for almost every batch in our runs
@@ -56,12 +58,17 @@ class Selection:
 
 class RankOneLinear(nn.Module):
     def __init__(
-        self, in_features: int, out_features: int, tasks: int, selection: Selection, generator: torch.Generator
+        self, in_features: int, out_features: int, tasks: int, selection: Selection, generator: torch.Generator | None
     ) -> None:
         super().__init__()
         self.weight = nn.Linear(in_features, out_features, bias=False).weight  # PyTorch's default init of W
-        self.r = nn.Parameter(torch.randint(0, 2, (tasks, out_features), generator=generator).float() * 2 - 1)
-        self.s = nn.Parameter(torch.randint(0, 2, (tasks, in_features), generator=generator).float() * 2 - 1)
+
+        def factors(size: int) -> nn.Parameter:
+            if generator is None:
+                return nn.Parameter(torch.ones(tasks, size))
+            return nn.Parameter(torch.randint(0, 2, (tasks, size), generator=generator).float() * 2 - 1)
+
+        self.r, self.s = factors(out_features), factors(in_features)
         self.selection = selection
 
     def forward(self, x: Tensor) -> Tensor:
@@ -75,12 +82,12 @@ class RankOneLinear(nn.Module):
 
 
 class RankOneKit:
-    def __init__(self, tasks: int, selection: Selection, seed: int) -> None:
-        self.tasks, self.selection, self.seed = tasks, selection, seed
+    def __init__(self, tasks: int, selection: Selection, seed: int, random_sign: bool) -> None:
+        self.tasks, self.selection, self.seed, self.random_sign = tasks, selection, seed, random_sign
         self.layers: list[RankOneLinear] = []
 
     def linear(self, in_features: int, out_features: int) -> nn.Module:
-        generator = seeded_generator(self.seed, "batche-factors", len(self.layers))
+        generator = seeded_generator(self.seed, "batche-factors", len(self.layers)) if self.random_sign else None
         layer = RankOneLinear(in_features, out_features, self.tasks, self.selection, generator)
         self.layers.append(layer)
         return layer
@@ -103,7 +110,7 @@ class BatchE(Method):
         self.given = context.scenario == "GG"
         self.selection = Selection()
         tasks = context.label_space.num_tasks
-        kit = RankOneKit(tasks, self.selection, context.seed)
+        kit = RankOneKit(tasks, self.selection, context.seed, self.config.factor_init == "random_sign")
         backbone = context.make_backbone(kit)
         self.trunk = backbone.trunk
         if self.given:

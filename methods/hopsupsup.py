@@ -63,6 +63,7 @@ class HopSupSupConfig:
     recovery_lr: float = field(default=500.0, metadata={"min": 0.0})  # SGD step on the scores (authors: 500)
     gamma: float = field(default=1.5e-3, metadata={"min": 0.0})  # weight of the Hopfield energy (authors: 1.5e-3)
     batch_norm: bool = True  # normalise hidden pre-activations with batch statistics (authors' BNNet)
+    activation: Literal["relu", "swish"] = "swish"  # the authors' BNNet uses swish (x * sigmoid(x))
     audit_recovery: bool = False  # keep the trained masks aside to report which one each batch recovered
 
 
@@ -111,12 +112,12 @@ class FixedLinear(nn.Module):
 
 
 class MaskedUnits(nn.Module):
-    """Batch-normalise (optionally), multiply by the unit mask, then ReLU."""
+    """Batch-normalise (optionally), multiply by the unit mask, then the nonlinearity (swish(0) = relu(0) = 0)."""
 
-    def __init__(self, num_features: int, index: int, state: UnitMaskState, batch_norm: bool) -> None:
+    def __init__(self, num_features: int, index: int, state: UnitMaskState, batch_norm: bool, swish: bool) -> None:
         super().__init__()
         self.scores = nn.Parameter(torch.zeros(num_features))
-        self.index, self.state, self.batch_norm = index, state, batch_norm
+        self.index, self.state, self.batch_norm, self.swish = index, state, batch_norm, swish
 
     def forward(self, h: Tensor) -> Tensor:
         if self.batch_norm:
@@ -125,12 +126,12 @@ class MaskedUnits(nn.Module):
             mask = self.state.masks[self.index]
         else:
             mask = ThresholdMask.apply(self.scores)
-        return F.relu(h * mask)
+        return F.silu(h * mask) if self.swish else F.relu(h * mask)
 
 
 class HopfieldKit:
-    def __init__(self, seed: int, state: UnitMaskState, batch_norm: bool) -> None:
-        self.seed, self.state, self.batch_norm = seed, state, batch_norm
+    def __init__(self, seed: int, state: UnitMaskState, batch_norm: bool, swish: bool) -> None:
+        self.seed, self.state, self.batch_norm, self.swish = seed, state, batch_norm, swish
         self.linears = 0
         self.units: list[MaskedUnits] = []
 
@@ -140,7 +141,7 @@ class HopfieldKit:
         return FixedLinear(signed_kaiming_constant(out_features, in_features, generator))
 
     def activation(self, num_features: int) -> nn.Module:
-        units = MaskedUnits(num_features, len(self.units), self.state, self.batch_norm)
+        units = MaskedUnits(num_features, len(self.units), self.state, self.batch_norm, self.swish)
         self.units.append(units)
         return units
 
@@ -155,7 +156,7 @@ class HopSupSup(Method):
     def build(self, context: BuildContext) -> nn.Module:
         self.device = context.device
         self.state = UnitMaskState()
-        kit = HopfieldKit(context.seed, self.state, self.config.batch_norm)
+        kit = HopfieldKit(context.seed, self.state, self.config.batch_norm, self.config.activation == "swish")
         backbone = context.make_backbone(kit)
         if not kit.units:
             raise ValueError("hopsupsup masks hidden units: the backbone needs at least one hidden layer")

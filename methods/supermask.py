@@ -97,6 +97,23 @@ def unpack_bits(packed: Tensor, numel: int, dtype: torch.dtype = torch.float32) 
     return bits.flatten(-2)[..., :numel].to(dtype)
 
 
+_WORKSPACES: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
+
+
+def _workspace(device: torch.device, dtype: torch.dtype, bits: int, values: int) -> tuple[Tensor, Tensor]:
+    """Buffers for one chunk of unpacked bits (uint8) and values, kept per device and dtype and grown on demand."""
+    key = (device, dtype)
+    held = _WORKSPACES.get(key)
+    if held is None or held[0].numel() < bits or held[1].numel() < values:
+        sizes = (bits, values) if held is None else (max(bits, held[0].numel()), max(values, held[1].numel()))
+        held = (
+            torch.empty(sizes[0], dtype=torch.uint8, device=device),
+            torch.empty(sizes[1], dtype=dtype, device=device),
+        )
+        _WORKSPACES[key] = held
+    return held
+
+
 class MaskBank:
     """The masks of one layer, packed: row ``i`` is mask ``i``. Rows are slots that a method may overwrite.
 
@@ -142,23 +159,35 @@ class MaskBank:
         return unpack_bits(self.bits[slot], self.numel, dtype).view(self.shape)
 
     def _chunks(self, rows: Tensor | None) -> list[Tensor]:
-        rows = torch.arange(self.count, device=self.device) if rows is None else rows
-        size = max(1, CHUNK_ELEMENTS // self.numel)
-        return list(rows.split(size))
+        """Packed rows in chunks of at most CHUNK_ELEMENTS unpacked entries (views when all rows are asked for)."""
+        size = max(1, CHUNK_ELEMENTS // (self.row_bytes * 8))
+        if rows is None:
+            return [self.bits[start : min(start + size, self.count)] for start in range(0, self.count, size)]
+        return [self.bits[part] for part in rows.split(size)]
+
+    def _unpacked(self, packed: Tensor, dtype: torch.dtype) -> Tensor:
+        """Unpack into a reused workspace: the glibc heap grows without bound if every chunk allocates afresh."""
+        rows = len(packed)
+        bits, values = _workspace(self.device, dtype, rows * self.row_bytes * 8, rows * self.numel)
+        bits = bits[: rows * self.row_bytes * 8].view(rows, self.row_bytes, 8)
+        torch.bitwise_right_shift(packed.unsqueeze(-1), _BIT_SHIFTS.to(self.device), out=bits)
+        bits.bitwise_and_(1)
+        values = values[: rows * self.numel].view(rows, self.numel)
+        values.copy_(bits.view(rows, -1)[:, : self.numel])
+        return values
 
     def mix(self, alpha: Tensor, rows: Tensor | None = None) -> Tensor:
         """``sum_i alpha_i M_rows[i]`` as a flat float tensor (eq. 2), from chunks of unpacked rows."""
         total = torch.zeros(self.numel, dtype=alpha.dtype, device=self.device)
         start = 0
-        for chunk in self._chunks(rows):
-            weights = alpha[start : start + len(chunk)]
-            total += weights @ unpack_bits(self.bits[chunk], self.numel, alpha.dtype)
-            start += len(chunk)
+        for packed in self._chunks(rows):
+            total += alpha[start : start + len(packed)] @ self._unpacked(packed, alpha.dtype)
+            start += len(packed)
         return total
 
     def project(self, vector: Tensor, rows: Tensor | None = None) -> Tensor:
         """``<M_rows[i], vector>`` for every row: the gradient of a superposition with respect to alpha."""
-        parts = [unpack_bits(self.bits[chunk], self.numel, vector.dtype) @ vector for chunk in self._chunks(rows)]
+        parts = [self._unpacked(packed, vector.dtype) @ vector for packed in self._chunks(rows)]
         return torch.cat(parts) if parts else vector.new_zeros(0)
 
     def nbytes(self) -> int:

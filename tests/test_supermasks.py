@@ -170,3 +170,43 @@ def test_supsup_allocates_one_mask_per_task_without_task_information(data_dir: P
     masks = evals[evals["metric"] == "masks"]["value"].tolist()
     assert masks == [1, 2, 3] or masks == [1, 2, 4], masks  # a stray mask at most
     assert accuracy_matrix(evals)[-1].min() > 0.85
+
+
+@pytest.mark.parametrize(
+    ("scenario", "settings"),
+    [
+        ("GG", {"transfer": True, "keep_fraction": 0.3}),
+        ("GNu", {"inference": "binary", "inference_images": 0, "mask": "top_fraction"}),
+        ("GNs", {"output_size": 20, "objective": "superfluous", "storage_format": "csc16"}),
+    ],
+)
+def test_supsup_variants_learn_and_count_their_bytes(scenario: str, settings: dict) -> None:
+    cell = make_cell(
+        "supsup",
+        "synthetic",
+        scenario,
+        method_settings=settings,
+        stream_settings={"num_tasks": 3, "steps_per_task": 40},
+        backbone={"name": "fc", "hidden": [32]},
+        training={"lr": 1e-3, "batch_size": 32, "probe_every": 0},
+    )
+    result = run_cell(cell, WorkerSettings(data_dir=None, device="cpu", threads=1))
+    assert result.run["status"] == "ok", result.run["traceback"]
+    evals = pd.DataFrame(result.evals)
+    assert accuracy_matrix(evals)[-1].mean() > 0.8
+    last = evals[evals["segment"] == 2].set_index("metric")["value"]
+    assert last["masks"] == 3
+    inputs, outputs = 8 * 8, settings.get("output_size") or 2  # synthetic: 8x8 inputs, 2 classes per task
+    assert last["mask_bytes_packed"] == 3 * (math.ceil(inputs * 32 / 8) + math.ceil(32 * outputs / 8))
+    expected = last["mask_bytes_csc16"] if settings.get("storage_format") == "csc16" else last["mask_bytes_packed"]
+    assert result.run["storage_bytes"] == expected + 8  # the masks and the seed of the weights
+
+
+def test_csc16_bytes_match_scipy() -> None:
+    import numpy as np
+    import scipy.sparse
+
+    mask = torch.rand(40, 30) < 0.2
+    matrix = scipy.sparse.csc_matrix(mask.numpy())
+    assert supermask.csc16_bytes(mask) == 2 * matrix.nnz + 4 * (30 + 1)
+    assert matrix.indices.max() < np.iinfo(np.int16).max
