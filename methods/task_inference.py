@@ -31,22 +31,47 @@ SuperposedForward = Callable[[Tensor, Tensor | None], Tensor]
 """``forward(alpha, rows)``: logits with candidates ``rows`` (None: all) superposed with weights ``alpha``."""
 
 
+def entropy_per_example(logits: Tensor) -> Tensor:
+    log_p = logits.log_softmax(1)
+    return -(log_p.exp() * log_p).sum(1)
+
+
 def entropy(logits: Tensor) -> Tensor:
     """Mean output entropy H over the examples."""
-    log_p = logits.log_softmax(1)
-    return -(log_p.exp() * log_p).sum(1).mean()
+    return entropy_per_example(logits).mean()
+
+
+def superfluous_per_example(logits: Tensor, classes: int) -> Tensor:
+    if logits.shape[1] <= classes:
+        raise ValueError(f"the superfluous-neuron objective needs more outputs than the {classes} classes")
+    real, superfluous = logits[:, :classes].detach(), logits[:, classes:]
+    return torch.cat([real, superfluous], 1).logsumexp(1)
 
 
 def superfluous_objective(logits: Tensor, classes: int) -> Tensor:
     """G (sec. 3.6): log-sum-exp over all s outputs, the first ``classes`` cut from the gradient."""
+    return superfluous_per_example(logits, classes).mean()
+
+
+def objective_per_example(name: Objective, logits: Tensor, classes: int) -> Tensor:
+    return entropy_per_example(logits) if name == "entropy" else superfluous_per_example(logits, classes)
+
+
+def comparable_per_example(name: Objective, logits: Tensor, classes: int) -> Tensor:
+    """The objective as a value to compare between candidates tried one by one (lower: more likely the task).
+
+    G's value includes the real logits, which a confident right candidate raises; compared by value, only
+    the superfluous neurons' log-sum-exp says which candidate was trained on the data.
+    """
+    if name == "entropy":
+        return entropy_per_example(logits)
     if logits.shape[1] <= classes:
         raise ValueError(f"the superfluous-neuron objective needs more outputs than the {classes} classes")
-    real, superfluous = logits[:, :classes].detach(), logits[:, classes:]
-    return torch.cat([real, superfluous], 1).logsumexp(1).mean()
+    return logits[:, classes:].logsumexp(1)
 
 
 def objective_value(name: Objective, logits: Tensor, classes: int) -> Tensor:
-    return entropy(logits) if name == "entropy" else superfluous_objective(logits, classes)
+    return objective_per_example(name, logits, classes).mean()
 
 
 def alpha_gradient(

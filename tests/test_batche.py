@@ -1,0 +1,75 @@
+"""BatchEnsemble: what trains when, what it stores, and both ways of inferring the task."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from harness.backbones import BackboneSpec, backbone_factory
+from harness.grid import make_cell
+from harness.runner import WorkerSettings, run_cell
+from methods.base import BuildContext, LabelSpace
+from methods.batche import BatchE, BatchEConfig
+from results.metrics import accuracy_matrix
+
+
+def build(scenario: str, **settings: object) -> BatchE:
+    method = BatchE(BatchEConfig(**settings))  # type: ignore[arg-type]
+    shared = scenario != "GNu"
+    factory = backbone_factory(BackboneSpec("fc", (16,)), (1, 4, 4))
+    method.build(BuildContext(scenario, LabelSpace(3, 2, shared), factory, (1, 4, 4), torch.device("cpu"), 0))
+    return method
+
+
+def test_shared_weights_train_on_the_first_task_only_and_each_task_on_its_own_factors() -> None:
+    method = build("GG")
+    groups = method.begin_segment(0, 0)
+    assert [g.get("lr") for g in groups] == [1e-2, None]
+    assert all(layer.weight.requires_grad for layer in method.layers)
+    groups = method.begin_segment(1, 100)
+    assert not any(layer.weight.requires_grad for layer in method.layers)
+    trained = {id(p) for g in groups for p in g["params"]}
+    assert trained.isdisjoint(id(layer.weight) for layer in method.layers)
+    assert trained.issuperset(id(p) for p in method.heads[1].parameters())
+    assert trained.isdisjoint(id(p) for p in method.heads[0].parameters())
+    method.loss(torch.randn(5, 1, 4, 4), torch.randint(0, 2, (5,)), 1).backward()
+    first = method.layers[0]
+    assert first.weight.grad is None and first.r.grad[0].abs().sum() == 0 and first.r.grad[1].abs().sum() > 0
+
+
+def test_storage_counts_shared_weights_and_the_factors_and_heads_of_seen_tasks() -> None:
+    method = build("GG")
+    method.begin_segment(0, 0)
+    method.begin_segment(1, 100)
+    parts = method.storage()
+    assert parts["weights"] == 4 * 16 * 16
+    assert parts["factors"] == 2 * 4 * (16 + 16)
+    assert parts["heads"] == 2 * 4 * (16 * 2 + 2)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "settings"),
+    [
+        ("GNu", {"inference": "lowest"}),
+        ("GNs", {"inference": "lowest", "output_size": 8}),
+        ("GG", {"random_weights": True, "factor_init": "ones"}),
+    ],
+)
+def test_batche_variants_learn(scenario: str, settings: dict) -> None:
+    cell = make_cell(
+        "batche",
+        "synthetic",
+        scenario,
+        method_settings=settings,
+        stream_settings={"num_tasks": 3, "steps_per_task": 40},
+        backbone={"name": "fc", "hidden": [32]},
+        training={"lr": 1e-3, "batch_size": 32, "probe_every": 0},
+    )
+    result = run_cell(cell, WorkerSettings(data_dir=None, device="cpu", threads=1))
+    assert result.run["status"] == "ok", result.run["traceback"]
+    evals = pd.DataFrame(result.evals)
+    assert accuracy_matrix(evals)[-1].mean() > 0.8
+    if scenario != "GG":
+        inferred = evals[(evals["metric"] == "task_inference_accuracy") & (evals["segment"] == 2)]["value"]
+        assert inferred.min() > 0.9
