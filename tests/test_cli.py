@@ -119,7 +119,9 @@ def test_unwritable_output_folder(capsys: pytest.CaptureFixture, tmp_path: Path)
 def test_dry_run_lists_cells_and_trains_nothing(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     assert main(["run", "--grid", "smoke", "--dry-run", "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert "56 cells; data: FashionMNIST, MNIST" in out and "multihead/split_mnist/GG/seed1" in out
+    listed = [line for line in out.splitlines() if "tags=smoke" in line]
+    assert f"{len(listed)} cells; data: FashionMNIST, MNIST" in out and "multihead/split_mnist/GG/seed1" in out
+    assert len(listed) == len({line.split()[0] for line in listed}) > 50  # one line per distinct cell
     assert not (tmp_path / "out").exists()
 
 
