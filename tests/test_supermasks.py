@@ -210,3 +210,25 @@ def test_csc16_bytes_match_scipy() -> None:
     matrix = scipy.sparse.csc_matrix(mask.numpy())
     assert supermask.csc16_bytes(mask) == 2 * matrix.nnz + 4 * (30 + 1)
     assert matrix.indices.max() < np.iinfo(np.int16).max
+
+
+@pytest.mark.parametrize("mirror_bias", [True, False])
+def test_mirror_bias_makes_a_stored_mask_lower_in_energy_than_its_complement(mirror_bias: bool) -> None:
+    from harness.backbones import BackboneSpec, backbone_factory
+    from methods.base import BuildContext, LabelSpace
+    from methods.hopsupsup import HopSupSup, HopSupSupConfig
+
+    method = HopSupSup(HopSupSupConfig(mirror_bias=mirror_bias))
+    factory = backbone_factory(BackboneSpec("fc", (24, 16)), (1, 4, 4))
+    method.build(BuildContext("GNu", LabelSpace(2, 2, False), factory, (1, 4, 4), torch.device("cpu"), 0))
+    method.begin_segment(0, 0)
+    with torch.no_grad():
+        for units in method.units:
+            units.scores.copy_(torch.randn(len(units.scores)))
+    method.end_segment(0, None)
+    stored = [(units.scores >= 0).float() * 2 - 1 for units in method.units]
+    mirrored = [-z for z in stored]
+    if mirror_bias:
+        assert method.energy(stored) < method.energy(mirrored)
+    else:
+        assert torch.isclose(method.energy(stored), method.energy(mirrored))
