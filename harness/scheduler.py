@@ -31,7 +31,7 @@ from harness.config import ConfigError
 from harness.runner import CellResult, WorkerSettings, failed_result, run_cell
 from results.store import ResultStore
 from scenarios import STREAMS
-from scenarios.datasets import prepare_idx_dataset
+from scenarios.datasets import prepare_dataset
 
 SMALL_MODEL_GPU_FRACTION = 0.25
 WORKER_RETRIES = 2  # a cell whose worker process dies is run again, at most this many times
@@ -83,7 +83,7 @@ def datasets_needed(cells: Sequence[Cell]) -> list[str]:
 def prepare_data(cells: Sequence[Cell], data_dir: str | None) -> None:
     """Find (or download) and decode every dataset the cells read; raises DataMissingError before any work."""
     for name in datasets_needed(cells):
-        prepare_idx_dataset(name, Path(data_dir) if data_dir else None)
+        prepare_dataset(name, Path(data_dir) if data_dir else None)
 
 
 class Progress:

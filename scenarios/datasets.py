@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,20 +179,25 @@ def _extract(raw_dir: Path, name: str, target: Path) -> None:
         _atomic_save(array.astype(np.int64) if part.endswith("labels") else array, target / f"{part}.npy")
 
 
-def prepare_idx_dataset(name: str, data_dir: Path | None, download: bool = True) -> Path:
-    """Make sure the decoded arrays are in the cache; return their folder. Safe to call from many processes."""
-    raw_dir = locate_raw_dir(name, data_dir, download)
+def cached_arrays(name: str, stamp: dict[str, list], extract: Callable[[Path], None]) -> Path:
+    """The cache folder of a dataset's decoded arrays, (re)written by ``extract(folder)`` unless the stamp of
+    its source files still matches. Safe to call from many processes: every file is replaced atomically."""
     target = cache_dir() / "arrays" / name
     stamp_path = target / "source.json"
-    stamp = _source_stamp(raw_dir, name)
     if stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
         return target
-    _extract(raw_dir, name, target)
+    extract(target)
     fd, tmp = tempfile.mkstemp(dir=target, prefix=".source.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(stamp, f)
     os.replace(tmp, stamp_path)
     return target
+
+
+def prepare_idx_dataset(name: str, data_dir: Path | None, download: bool = True) -> Path:
+    """Make sure the decoded arrays are in the cache; return their folder. Safe to call from many processes."""
+    raw_dir = locate_raw_dir(name, data_dir, download)
+    return cached_arrays(name, _source_stamp(raw_dir, name), lambda target: _extract(raw_dir, name, target))
 
 
 @functools.lru_cache(maxsize=4)
@@ -200,3 +206,14 @@ def load_idx_dataset(name: str, data_dir: Path | None) -> ImageArrays:
     folder = prepare_idx_dataset(name, data_dir)
     arrays = {part: np.load(folder / f"{part}.npy") for part in IDX_FILES[name]}
     return ImageArrays(**arrays)
+
+
+def prepare_dataset(name: str, data_dir: Path | None) -> Path:
+    """Find, check and cache any dataset a stream names (IDX or CIFAR); raises DataMissingError if it cannot."""
+    if name in IDX_FILES:
+        return prepare_idx_dataset(name, data_dir)
+    from scenarios.cifar_data import CIFAR_FILES, prepare_cifar_dataset
+
+    if name in CIFAR_FILES:
+        return prepare_cifar_dataset(name, data_dir)
+    raise KeyError(f"unknown dataset {name!r}; known: {', '.join([*IDX_FILES, *CIFAR_FILES])}")

@@ -18,9 +18,22 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
+def real_data_dir() -> Path:
     """The real MNIST and Fashion-MNIST: $HARNESS_DATA_DIR, else ../shared/datasets beside the repository."""
     configured = os.environ.get("HARNESS_DATA_DIR")
     path = Path(configured) if configured else SHARED_DATA
     assert (path / "MNIST" / "raw").is_dir(), f"real MNIST expected in {path}/MNIST/raw (set HARNESS_DATA_DIR)"
     return path
+
+
+@pytest.fixture(scope="session")
+def data_dir(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root with the real MNIST family (linked) and small CIFAR folders in the real pickle format."""
+    from fake_cifar import write_cifar10, write_cifar100
+
+    root = tmp_path_factory.mktemp("data")
+    for name in ("MNIST", "FashionMNIST"):
+        (root / name).symlink_to(real_data_dir / name, target_is_directory=True)
+    write_cifar10(root)
+    write_cifar100(root)
+    return root
