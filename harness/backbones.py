@@ -20,14 +20,17 @@ from methods.base import Backbone, BackboneFactory, LayerKit
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    name: Literal["fc"] = "fc"
-    hidden: tuple[int, ...] = field(default=(1024, 1024), metadata={"min": 1})  # widths of the hidden layers
+    name: Literal["fc", "resnet18"] = "fc"
+    hidden: tuple[int, ...] = field(default=(1024, 1024), metadata={"min": 1})  # fc: widths of the hidden layers
+    width: int = field(default=64, metadata={"min": 1})  # resnet18: channels of the first stage (GEM's nf)
 
 
 PRESETS: dict[str, BackboneSpec] = {
     "fc_1024_1024": BackboneSpec("fc", (1024, 1024)),  # PSP sec. 4.1, SupSup sec. 4.2
     "lenet_300_100": BackboneSpec("fc", (300, 100)),  # LeCun et al. 1998, SupSup sec. 4.2
     **{f"fc_{w}_{w}": BackboneSpec("fc", (w, w)) for w in (128, 256, 512, 2048)},  # PSP Figure 2's width sweep
+    "gem_resnet18": BackboneSpec("resnet18", width=20),  # GEM's reduced ResNet-18 (nf=20): SplitCIFAR100
+    "resnet18": BackboneSpec("resnet18", width=64),  # ResNet-18 for 32x32 inputs: iCIFAR
 }
 
 
@@ -61,13 +64,53 @@ class FCTrunk(nn.Module):
         return self.layers(x)
 
 
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (He et al. 2016), projected when the shape changes."""
+
+    def __init__(self, kit: LayerKit, in_channels: int, channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = kit.conv2d(in_channels, channels, 3, stride, 1)
+        self.norm1 = kit.norm(channels)
+        self.act1 = kit.activation(channels)
+        self.conv2 = kit.conv2d(channels, channels, 3, 1, 1)
+        self.norm2 = kit.norm(channels)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != channels:
+            self.shortcut = nn.Sequential(kit.conv2d(in_channels, channels, 1, stride, 0), kit.norm(channels))
+        self.act2 = kit.activation(channels)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        out = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))
+        return self.act2(out + self.shortcut(x))
+
+
+class ResNet18Trunk(nn.Module):
+    """ResNet-18 for small images, as GEM and BatchE use it: a 3x3 stem, four stages of two blocks
+    (width, 2, 4 and 8 times width; strides 1, 2, 2, 2), global average pooling."""
+
+    def __init__(self, kit: LayerKit, in_channels: int, width: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [kit.conv2d(in_channels, width, 3, 1, 1), kit.norm(width), kit.activation(width)]
+        channels = width
+        for stage, stride in enumerate((1, 2, 2, 2)):
+            out = width * 2**stage
+            layers += [BasicBlock(kit, channels, out, stride), BasicBlock(kit, out, out, 1)]
+            channels = out
+        self.layers = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        return self.layers(x)
+
+
 def backbone_factory(spec: BackboneSpec, input_shape: tuple[int, ...]) -> BackboneFactory:
     def make(kit: LayerKit) -> Backbone:
+        if spec.name == "resnet18":
+            return Backbone(ResNet18Trunk(kit, input_shape[0], spec.width), 8 * spec.width)
         return Backbone(FCTrunk(kit, math.prod(input_shape), spec.hidden), spec.hidden[-1])
 
     return make
 
 
 def is_small(spec: BackboneSpec) -> bool:
-    """Small enough to share a GPU with other cells (every FC network is)."""
-    return spec.name == "fc"
+    """Small enough to share a GPU with other cells: every FC network, and GEM's narrow ResNet-18."""
+    return spec.name == "fc" or spec.width <= 20

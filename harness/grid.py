@@ -113,6 +113,14 @@ def _seeds(value: Any, where: str) -> list[int]:
     raise ConfigError(f"{where}: seeds must be a count >= 1 or a list of integers, got {value!r}")
 
 
+def _check_backbone(method: str, cls: Any, backbone: Any, where: str) -> None:
+    if backbone.name not in cls.backbones:
+        raise ConfigError(
+            f"{where}: method {method} cannot build a {backbone.name} backbone yet "
+            f"(its layer kit builds {', '.join(sorted(cls.backbones))})"
+        )
+
+
 def _lookup(registry: Any, name: str, where: str) -> Any:
     try:
         return registry.get(name)
@@ -202,6 +210,8 @@ def _expand_experiment(grid: str, where: str, spec: dict[str, Any], filters: Fil
                     f"{where}: method {method_name} does not support scenario {scenario.value} "
                     f"(it supports {', '.join(sorted(cls.scenarios))})"
                 )
+        for backbone in backbones:
+            _check_backbone(method_name, cls, backbone, where)
 
     cells = []
     for method_name, cls, method_config in methods:
@@ -283,6 +293,8 @@ def make_cell(
         raise ConfigError(f"{where}: {error}") from None
     if scenario_value not in method_cls.scenarios:
         raise ConfigError(f"{where}: method {method} does not support scenario {scenario_value}")
+    spec = parse_backbone(backbone, where)
+    _check_backbone(method, method_cls, spec, where)
     return _cell(
         grid,
         "",
@@ -292,7 +304,7 @@ def make_cell(
         stream,
         parse_config(stream_cls.Config, stream_settings, f"{where}, stream"),
         scenario_value,
-        parse_backbone(backbone, where),
+        spec,
         parse_config(TrainingConfig, training, f"{where}, training"),
         seed,
     )

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from harness.registry import Registry
 
 SCENARIO_NAMES = ("GG", "GNs", "GNu", "NNs")
+BACKBONE_KINDS = ("fc", "resnet18")
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,18 @@ class LabelSpace:
 class LayerKit(Protocol):
     """The layers a backbone is made of; each method may supply its own kit.
 
-    Conv and norm layers join this protocol with the convolutional backbones.
+    Fully connected backbones use ``linear`` and ``activation``; convolutional
+    ones also ``conv2d`` and ``norm``. A method whose kit lacks the conv layers
+    leaves ``"resnet18"`` out of its ``backbones``.
     """
 
     def linear(self, in_features: int, out_features: int) -> nn.Module: ...
 
     def activation(self, num_features: int) -> nn.Module: ...
+
+    def conv2d(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> nn.Module: ...
+
+    def norm(self, num_features: int) -> nn.Module: ...
 
 
 class TorchKit:
@@ -72,6 +79,12 @@ class TorchKit:
 
     def activation(self, num_features: int) -> nn.Module:
         return nn.ReLU()
+
+    def conv2d(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> nn.Module:
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)  # a norm follows
+
+    def norm(self, num_features: int) -> nn.Module:
+        return nn.BatchNorm2d(num_features)
 
 
 @dataclass
@@ -116,6 +129,7 @@ class Method(ABC):
     version: ClassVar[str]
     Config: ClassVar[type]
     scenarios: ClassVar[frozenset[str]]
+    backbones: ClassVar[frozenset[str]] = frozenset(BACKBONE_KINDS)  # the backbone kinds its layer kit can build
 
     def __init__(self, config: object) -> None:
         self.config = config

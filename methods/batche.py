@@ -114,6 +114,7 @@ class BatchE(Method):
     version = "1"
     Config = BatchEConfig
     scenarios = frozenset({"GG", "GNs", "GNu"})
+    backbones = frozenset({"fc"})  # conv layers (issue 5) are not written yet
     config: BatchEConfig
 
     def build(self, context: BuildContext) -> nn.Module:

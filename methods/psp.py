@@ -243,6 +243,7 @@ class PSP(Method):
     version = "1"
     Config = PSPConfig
     scenarios = frozenset({"GG"})  # the context comes from the given task (or time)
+    backbones = frozenset({"fc"})  # conv layers (issue 5) are not written yet
 
     bank: ClassVar[type[ContextBank]]  # the kind of context every layer gets
 

@@ -99,8 +99,8 @@ class MaskState:
         self.rows: Tensor | None = None
 
 
-class MaskedLinear(nn.Module):
-    """``y = x (W * M)^T`` with W fixed and M from the scores, a stored slot or a superposition of slots."""
+class MaskedLayer(nn.Module):
+    """A layer computing with ``W * M``: W fixed, M from the scores, a stored slot or a superposition of slots."""
 
     def __init__(self, weight: Tensor, state: MaskState, top_keep: float | None, device: torch.device) -> None:
         super().__init__()
@@ -113,7 +113,10 @@ class MaskedLinear(nn.Module):
 
     @property
     def fan_in(self) -> int:
-        return self.weight.shape[1]
+        return self.weight[0].numel()
+
+    def apply_weight(self, x: Tensor, weight: Tensor) -> Tensor:
+        raise NotImplementedError
 
     def current_mask(self) -> Tensor:
         """The boolean mask the scores define now."""
@@ -148,7 +151,69 @@ class MaskedLinear(nn.Module):
             assert state.alpha is not None
             uniform = state.rows is None and len(state.alpha) == self.bank.count
             weight = Superimpose.apply(state.alpha, self.weight, self.bank, state.rows, uniform)
+        return self.apply_weight(x, weight)
+
+
+class MaskedLinear(MaskedLayer):
+    def apply_weight(self, x: Tensor, weight: Tensor) -> Tensor:
         return F.linear(x, weight)
+
+
+class MaskedConv2d(MaskedLayer):
+    """A masked convolution: the mask covers the kernel, one bit per weight, as for linear layers."""
+
+    def __init__(self, weight: Tensor, state: MaskState, top_keep: float | None, device: torch.device, stride: int,
+                 padding: int) -> None:  # fmt: skip
+        super().__init__(weight, state, top_keep, device)
+        self.stride, self.padding = stride, padding
+
+    def apply_weight(self, x: Tensor, weight: Tensor) -> Tensor:
+        return F.conv2d(x, weight, stride=self.stride, padding=self.padding)
+
+
+class SlotBatchNorm(nn.Module):
+    """Non-affine batch norm (nothing to learn) with running statistics for each mask slot.
+
+    Training normalises with the batch and updates the active slot's running
+    statistics; predicting with a slot uses that slot's; a superposition of
+    slots uses the mean of theirs, so that inferring from one image works.
+    """
+
+    def __init__(self, num_features: int, state: MaskState, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.state, self.momentum = state, momentum
+        self.register_buffer("running_mean", torch.zeros(0, num_features))
+        self.register_buffer("running_var", torch.ones(0, num_features))
+
+    def _grow(self, slots: int) -> None:
+        have, features = self.running_mean.shape
+        if slots > have:
+            more = slots - have
+            device = self.running_mean.device
+            self.running_mean = torch.cat([self.running_mean, torch.zeros(more, features, device=device)])
+            self.running_var = torch.cat([self.running_var, torch.ones(more, features, device=device)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        state = self.state
+        self._grow(state.slot + 1)
+        if state.mode == "train":
+            if self.training:
+                mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False)
+                with torch.no_grad():
+                    n = x.numel() / x.shape[1]
+                    self.running_mean[state.slot].lerp_(mean.detach(), self.momentum)
+                    self.running_var[state.slot].lerp_(var.detach() * n / max(n - 1, 1), self.momentum)
+            else:
+                mean, var = self.running_mean[state.slot], self.running_var[state.slot]
+        elif state.mode == "slot":
+            mean, var = self.running_mean[state.slot], self.running_var[state.slot]
+        else:
+            rows = slice(None) if state.rows is None else state.rows
+            mean, var = self.running_mean[rows].mean(0), self.running_var[rows].mean(0)
+        return (x - mean[:, None, None]) / torch.sqrt(var[:, None, None] + 1e-5)
+
+    def nbytes(self, slots: int) -> int:
+        return 2 * slots * self.running_mean.shape[1] * self.running_mean.element_size()
 
 
 class SupermaskKit:
@@ -156,7 +221,8 @@ class SupermaskKit:
 
     def __init__(self, seed: int, state: MaskState, top_keep: float | None, device: torch.device) -> None:
         self.seed, self.state, self.top_keep, self.device = seed, state, top_keep, device
-        self.layers: list[MaskedLinear] = []
+        self.layers: list[MaskedLayer] = []
+        self.norms: list[SlotBatchNorm] = []
 
     def linear(self, in_features: int, out_features: int) -> nn.Module:
         generator = seeded_generator(self.seed, "supsup-weights", len(self.layers))
@@ -167,6 +233,19 @@ class SupermaskKit:
 
     def activation(self, num_features: int) -> nn.Module:
         return nn.ReLU()
+
+    def conv2d(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> nn.Module:
+        generator = seeded_generator(self.seed, "supsup-weights", len(self.layers))
+        flat = signed_kaiming_constant(out_channels, in_channels * kernel_size * kernel_size, generator)
+        weight = flat.view(out_channels, in_channels, kernel_size, kernel_size)
+        layer = MaskedConv2d(weight, self.state, self.top_keep, self.device, stride, padding)
+        self.layers.append(layer)
+        return layer
+
+    def norm(self, num_features: int) -> nn.Module:
+        layer = SlotBatchNorm(num_features, self.state)
+        self.norms.append(layer)
+        return layer
 
 
 @register_method("supsup")
@@ -196,6 +275,7 @@ class SupSup(Method):
         backbone = context.make_backbone(kit)
         self.net = nn.Sequential(backbone.trunk, kit.linear(backbone.feature_dim, self.outputs))
         self.layers = kit.layers
+        self.norms = kit.norms
         self.slot_task: list[int] = []  # GG and GN: the task of every slot
         self.task_slot: dict[int, int] = {}
         self.active: int | None = None
@@ -262,6 +342,7 @@ class SupSup(Method):
         if slot == self.layers[0].bank.count:
             self._store(slot)
         self.active = slot
+        self.state.slot = slot  # the slot whose normalisation statistics training updates
         self.restart = self.scores()
 
     # ---- training ------------------------------------------------------------------------------------------------
@@ -361,7 +442,7 @@ class SupSup(Method):
             with torch.no_grad():
                 return self.net(x)[:, : self.classes]
         finally:
-            self.state.mode = "train"
+            self.state.mode, self.state.slot = "train", self.active or 0
 
     def predict(self, x: Tensor, task: int | None) -> Prediction:
         self._sync()
@@ -391,7 +472,10 @@ class SupSup(Method):
     def storage(self) -> dict[str, int]:
         self._sync()
         masks = self._packed_bytes() if self.config.storage_format == "packed" else self._csc_bytes()
-        return {"seed": SEED_BYTES, "masks": masks}
+        parts = {"seed": SEED_BYTES, "masks": masks}
+        if self.norms:
+            parts["norm_statistics"] = sum(norm.nbytes(self.allocated) for norm in self.norms)
+        return parts
 
     def diagnostics(self) -> dict[str, float]:
         self._sync()

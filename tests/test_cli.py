@@ -132,3 +132,14 @@ def test_dry_run_lists_cells_and_trains_nothing(capsys: pytest.CaptureFixture, t
 def test_list(what: str, expected: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["list", what]) == 0
     assert expected in capsys.readouterr().out
+
+
+def test_a_method_without_conv_layers_is_refused_a_conv_backbone(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    experiment = """
+  - methods: [psp_binary]
+    streams: [{name: synthetic, num_tasks: 2, steps_per_task: 5}]
+    scenarios: [GG]
+    backbone: gem_resnet18
+"""
+    err = error_of(["run", "--grid", grid_file(tmp_path, "experiments:" + experiment)], capsys, tmp_path / "out")
+    assert "method psp_binary cannot build a resnet18 backbone yet (its layer kit builds fc)" in err

@@ -232,3 +232,21 @@ def test_mirror_bias_makes_a_stored_mask_lower_in_energy_than_its_complement(mir
         assert method.energy(stored) < method.energy(mirrored)
     else:
         assert torch.isclose(method.energy(stored), method.energy(mirrored))
+
+
+def test_masked_convolution_matches_a_convolution_written_out_by_hand() -> None:
+    from methods.supsup import MaskedConv2d, MaskState
+
+    torch.manual_seed(0)
+    weight = torch.randn(2, 3, 2, 2)
+    layer = MaskedConv2d(weight, MaskState(), None, torch.device("cpu"), stride=1, padding=0)
+    with torch.no_grad():
+        layer.scores.copy_(torch.randn(2, 3, 2, 2))
+    x = torch.randn(1, 3, 3, 4)
+    mask = (layer.scores >= 0).float()
+    expected = torch.zeros(1, 2, 2, 3)
+    for o in range(2):
+        for i in range(2):
+            for j in range(3):
+                expected[0, o, i, j] = (x[0, :, i : i + 2, j : j + 2] * weight[o] * mask[o]).sum()
+    assert torch.allclose(layer(x), expected, atol=1e-5)
