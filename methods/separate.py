@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.base import BuildContext, Method, Prediction, TorchKit, register_method, tensor_bytes
+from methods.multihead import Multihead
 
 
 @dataclass(frozen=True)
@@ -70,23 +71,16 @@ class SeparateHeadsConfig:
 
 
 @register_method("separate_heads")
-class SeparateHeads(Method):
+class SeparateHeads(Multihead):
+    """``multihead`` whose trunk trains on the first task only."""
+
     version = "1"
     Config = SeparateHeadsConfig
-    scenarios = frozenset({"GG"})
     config: SeparateHeadsConfig
 
     def build(self, context: BuildContext) -> nn.Module:
-        kit = TorchKit()
-        backbone = context.make_backbone(kit)
-        classes = context.label_space.classes_per_task
-        self.trunk = backbone.trunk
-        self.heads = nn.ModuleList(
-            kit.linear(backbone.feature_dim, classes) for _ in range(context.label_space.num_tasks)
-        )
         self.first: int | None = None
-        self.seen: set[int] = set()
-        return nn.ModuleDict({"trunk": self.trunk, "heads": self.heads})
+        return super().build(context)
 
     def begin_segment(self, task: int | None, step: int) -> list[nn.Parameter]:
         assert task is not None, "separate_heads runs only where the task is given"
@@ -98,27 +92,13 @@ class SeparateHeads(Method):
         params = list(self.heads[task].parameters())
         return params + list(self.trunk.parameters()) if train_trunk else params
 
-    def _features(self, x: Tensor, task: int) -> Tensor:
+    def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
+        assert task is not None
         if task == self.first and not self.config.random_trunk:
-            return self.trunk(x)
+            return super().loss(x, y, task)
         was_training = self.trunk.training
         self.trunk.eval()  # a fixed trunk: its batch-norm statistics stay those of the first task
         try:
-            return self.trunk(x)
+            return F.cross_entropy(self.heads[task](self.trunk(x)), y)
         finally:
             self.trunk.train(was_training)
-
-    def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
-        assert task is not None
-        return F.cross_entropy(self.heads[task](self._features(x, task)), y)
-
-    @torch.no_grad()
-    def predict(self, x: Tensor, task: int | None) -> Prediction:
-        assert task is not None
-        return Prediction(self.heads[task](self.trunk(x)))
-
-    def storage(self) -> dict[str, int]:
-        return {
-            "trunk": tensor_bytes(self.trunk.parameters()),
-            "heads": sum(tensor_bytes(self.heads[t].parameters()) for t in sorted(self.seen)),
-        }
