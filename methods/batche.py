@@ -69,12 +69,18 @@ class Selection:
         self.alpha: Tensor | None = None
 
 
-class RankOneLinear(nn.Module):
-    def __init__(
-        self, in_features: int, out_features: int, tasks: int, selection: Selection, generator: torch.Generator | None
-    ) -> None:
+def _per_row(values: Tensor) -> Tensor:
+    """Factors of one task ``[C]`` or of each example ``[B, C]``, as ``[1 or B, C, 1, 1]`` for feature maps."""
+    return (values if values.dim() == 2 else values[None])[:, :, None, None]
+
+
+class RankOneLayer(nn.Module):
+    """Shared weights W and, per task t, factors r_t (outputs) and s_t (inputs): the layer uses W * r_t s_t^T."""
+
+    def __init__(self, weight: Tensor, tasks: int, selection: Selection, generator: torch.Generator | None) -> None:
         super().__init__()
-        self.weight = nn.Linear(in_features, out_features, bias=False).weight  # PyTorch's default init of W
+        self.weight = nn.Parameter(weight)
+        out_features, in_features = weight.shape[:2]
 
         def factors(size: int) -> nn.Parameter:
             if generator is None:
@@ -84,25 +90,98 @@ class RankOneLinear(nn.Module):
         self.r, self.s = factors(out_features), factors(in_features)
         self.selection = selection
 
+    def mixed(self, alpha: Tensor) -> Tensor:
+        """``R diag(alpha) S^T``: ``[out, in]``, one matrix product whatever the number of tasks."""
+        k = len(alpha)
+        return (self.r[:k].T * alpha) @ self.s[:k]
+
+
+class RankOneLinear(RankOneLayer):
     def forward(self, x: Tensor) -> Tensor:
         alpha = self.selection.alpha
         if alpha is None:
             task = self.selection.task
             return F.linear(x * self.s[task], self.weight) * self.r[task]
-        k = len(alpha)
-        mixed = (self.r[:k].T * alpha) @ self.s[:k]  # R diag(alpha) S^T: (out, in), whatever k is
-        return F.linear(x, self.weight * mixed)
+        return F.linear(x, self.weight * self.mixed(alpha))
+
+
+class RankOneConv2d(RankOneLayer):
+    """A convolution whose kernel is scaled by ``r_t`` over output and ``s_t`` over input channels."""
+
+    def __init__(self, weight: Tensor, tasks: int, selection: Selection, generator: torch.Generator | None,
+                 stride: int, padding: int) -> None:  # fmt: skip
+        super().__init__(weight, tasks, selection, generator)
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        alpha = self.selection.alpha
+        if alpha is None:
+            task = self.selection.task
+            scaled = F.conv2d(x * _per_row(self.s[task]), self.weight, stride=self.stride, padding=self.padding)
+            return scaled * _per_row(self.r[task])
+        kernel = self.weight * self.mixed(alpha)[:, :, None, None]
+        return F.conv2d(x, kernel, stride=self.stride, padding=self.padding)
+
+
+class TaskBatchNorm(nn.Module):
+    """Batch norm with running statistics and an affine transform per task (BatchE keeps per-task parameters).
+
+    Training normalises with the batch and updates the task's statistics; otherwise the task's (or each
+    example's task's) statistics are used, and a superposition uses their alpha-weighted mean.
+    """
+
+    def __init__(self, num_features: int, tasks: int, selection: Selection, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.selection, self.momentum = selection, momentum
+        self.register_buffer("running_mean", torch.zeros(tasks, num_features))
+        self.register_buffer("running_var", torch.ones(tasks, num_features))
+        self.gamma = nn.Parameter(torch.ones(tasks, num_features))
+        self.beta = nn.Parameter(torch.zeros(tasks, num_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        alpha, task = self.selection.alpha, self.selection.task
+        if alpha is not None:
+            k = len(alpha)
+            mean, var = alpha @ self.running_mean[:k], alpha @ self.running_var[:k]
+            gamma, beta = alpha @ self.gamma[:k], alpha @ self.beta[:k]
+        elif self.training and isinstance(task, int):
+            mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False)
+            with torch.no_grad():
+                n = x.numel() / x.shape[1]
+                self.running_mean[task].lerp_(mean.detach(), self.momentum)
+                self.running_var[task].lerp_(var.detach() * n / max(n - 1, 1), self.momentum)
+            gamma, beta = self.gamma[task], self.beta[task]
+        else:
+            mean, var = self.running_mean[task], self.running_var[task]
+            gamma, beta = self.gamma[task], self.beta[task]
+        normalised = (x - _per_row(mean)) / torch.sqrt(_per_row(var) + 1e-5)
+        return normalised * _per_row(gamma) + _per_row(beta)
 
 
 class RankOneKit:
     def __init__(self, tasks: int, selection: Selection, seed: int, random_sign: bool) -> None:
         self.tasks, self.selection, self.seed, self.random_sign = tasks, selection, seed, random_sign
-        self.layers: list[RankOneLinear] = []
+        self.layers: list[RankOneLayer] = []
+        self.norms: list[TaskBatchNorm] = []
+
+    def _generator(self) -> torch.Generator | None:
+        return seeded_generator(self.seed, "batche-factors", len(self.layers)) if self.random_sign else None
 
     def linear(self, in_features: int, out_features: int) -> nn.Module:
-        generator = seeded_generator(self.seed, "batche-factors", len(self.layers)) if self.random_sign else None
-        layer = RankOneLinear(in_features, out_features, self.tasks, self.selection, generator)
+        weight = nn.Linear(in_features, out_features, bias=False).weight.detach()  # PyTorch's default init of W
+        layer = RankOneLinear(weight, self.tasks, self.selection, self._generator())
         self.layers.append(layer)
+        return layer
+
+    def conv2d(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> nn.Module:
+        weight = nn.Conv2d(in_channels, out_channels, kernel_size, bias=False).weight.detach()
+        layer = RankOneConv2d(weight, self.tasks, self.selection, self._generator(), stride, padding)
+        self.layers.append(layer)
+        return layer
+
+    def norm(self, num_features: int) -> nn.Module:
+        layer = TaskBatchNorm(num_features, self.tasks, self.selection)
+        self.norms.append(layer)
         return layer
 
     def activation(self, num_features: int) -> nn.Module:
@@ -114,7 +193,6 @@ class BatchE(Method):
     version = "1"
     Config = BatchEConfig
     scenarios = frozenset({"GG", "GNs", "GNu"})
-    backbones = frozenset({"fc"})  # conv layers (issue 5) are not written yet
     config: BatchEConfig
 
     def build(self, context: BuildContext) -> nn.Module:
@@ -137,6 +215,7 @@ class BatchE(Method):
             self.heads = nn.ModuleList()
             self.last = kit.linear(backbone.feature_dim, outputs)
         self.layers = kit.layers
+        self.norms = kit.norms
         self.seen: list[int] = []
         return nn.ModuleDict({"trunk": self.trunk, "heads": self.heads, **({"last": self.last} if self.last else {})})
 
@@ -151,6 +230,7 @@ class BatchE(Method):
             layer.weight.requires_grad_(train_weights)
         rest = list(self.heads[task].parameters()) if self.given else []
         rest += [layer.weight for layer in self.layers] if train_weights else []
+        rest += [p for norm in self.norms for p in (norm.gamma, norm.beta)]  # each task trains its own rows
         groups: list[dict] = [{"params": factors, "lr": self.config.factor_lr}]
         if rest:
             groups.append({"params": rest})
@@ -220,4 +300,6 @@ class BatchE(Method):
         parts = {"weights": tensor_bytes(layer.weight for layer in self.layers), "factors": factors}
         if self.given:
             parts["heads"] = sum(tensor_bytes(self.heads[t].parameters()) for t in seen)
+        if self.norms:  # running mean and variance, scale and shift, per task and channel
+            parts["norms"] = sum(4 * norm.gamma.shape[1] * 4 * len(seen) for norm in self.norms)
         return parts

@@ -73,3 +73,24 @@ def test_batche_variants_learn(scenario: str, settings: dict) -> None:
     if scenario != "GG":
         inferred = evals[(evals["metric"] == "task_inference_accuracy") & (evals["segment"] == 2)]["value"]
         assert inferred.min() > 0.9
+
+
+def test_rank_one_convolution_matches_a_convolution_written_out_by_hand() -> None:
+    from methods.batche import RankOneConv2d, Selection
+
+    torch.manual_seed(0)
+    weight = torch.randn(2, 3, 2, 2)
+    selection = Selection()
+    layer = RankOneConv2d(weight.clone(), 2, selection, torch.Generator().manual_seed(1), stride=1, padding=0)
+    selection.task = 1
+    r, s = layer.r[1].detach(), layer.s[1].detach()
+    x = torch.randn(1, 3, 3, 4)
+    expected = torch.zeros(1, 2, 2, 3)
+    for o in range(2):
+        for i in range(2):
+            for j in range(3):
+                kernel = weight[o] * r[o] * s[:, None, None]  # W * r s^T on the kernel
+                expected[0, o, i, j] = (x[0, :, i : i + 2, j : j + 2] * kernel).sum()
+    assert torch.allclose(layer(x), expected, atol=1e-5)
+    selection.alpha = torch.tensor([0.0, 1.0])  # a superposition that selects task 1 gives the same
+    assert torch.allclose(layer(x), expected, atol=1e-5)
