@@ -136,10 +136,10 @@ def test_list(what: str, expected: str, capsys: pytest.CaptureFixture) -> None:
 
 def test_a_method_without_conv_layers_is_refused_a_conv_backbone(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     experiment = """
-  - methods: [psp_binary]
+  - methods: [psp_rotation]
     streams: [{name: synthetic, num_tasks: 2, steps_per_task: 5}]
     scenarios: [GG]
     backbone: gem_resnet18
 """
     err = error_of(["run", "--grid", grid_file(tmp_path, "experiments:" + experiment)], capsys, tmp_path / "out")
-    assert "method psp_binary cannot build a resnet18 backbone yet (its layer kit builds fc)" in err
+    assert "method psp_rotation cannot build a resnet18 backbone yet (its layer kit builds fc)" in err

@@ -177,3 +177,24 @@ def test_local_mix_averages_the_phases_of_neighbouring_contexts() -> None:
     assert isinstance(bank, PhaseBank)
     torch.testing.assert_close(bank.phase(0), (bank.phases[9] + bank.phases[0] + bank.phases[1]) / 3)
     torch.testing.assert_close(bank.phase(9), (bank.phases[8] + bank.phases[9] + bank.phases[0]) / 3)
+
+
+@pytest.mark.parametrize("variant", ["binary", "complex"])
+def test_context_on_the_kernel_matches_a_convolution_written_out_by_hand(variant: str) -> None:
+    from methods.psp import BinaryBank, ContextState, PhaseBank, PSPConv2d
+
+    torch.manual_seed(0)
+    state = ContextState()
+    bank = BinaryBank(3 * 2 * 2, 2, 5, False) if variant == "binary" else PhaseBank(3 * 2 * 2, 2, 5, False)
+    layer = PSPConv2d(3, 2, 2, 1, 0, bank, state)
+    state.index = 1
+    x = torch.randn(1, 3, 3, 4)
+    weight = layer.inner.weight.detach()
+    context = bank.bind(torch.ones(1, 12, dtype=weight.dtype), 1)[0].reshape(3, 2, 2)  # c(k) over M x Hw x Ww
+    expected = torch.zeros(1, 2, 2, 3, dtype=torch.complex64 if variant == "complex" else torch.float32)
+    for o in range(2):
+        kernel = weight[o].reshape(3, 2, 2) * context  # eq. 8: the context multiplies every output's kernel
+        for i in range(2):
+            for j in range(3):
+                expected[0, o, i, j] = (x[0, :, i : i + 2, j : j + 2] * kernel).sum()
+    assert torch.allclose(layer(x).detach(), expected, atol=1e-5)
