@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import EXIT_BAD_INPUT, main
+from harness.grid import grid_names
 
 GOOD_EXPERIMENT = """
   - tag: t
@@ -143,3 +144,9 @@ def test_a_method_without_conv_layers_is_refused_a_conv_backbone(capsys: pytest.
 """
     err = error_of(["run", "--grid", grid_file(tmp_path, "experiments:" + experiment)], capsys, tmp_path / "out")
     assert "method psp_rotation cannot build a resnet18 backbone yet (its layer kit builds fc)" in err
+
+
+@pytest.mark.parametrize("name", grid_names())
+def test_every_shipped_grid_validates(name: str, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    assert main(["run", "--grid", name, "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    assert " cells; data: " in capsys.readouterr().out
