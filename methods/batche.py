@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.base import BuildContext, Method, Prediction, register_method, tensor_bytes
+from methods.norms import batch_statistics, normalise, per_channel
 from methods.supermask import seeded_generator
 from methods.task_inference import (
     Objective,
@@ -67,11 +68,6 @@ class Selection:
     def __init__(self) -> None:
         self.task: int | Tensor = 0
         self.alpha: Tensor | None = None
-
-
-def _per_row(values: Tensor) -> Tensor:
-    """Factors of one task ``[C]`` or of each example ``[B, C]``, as ``[1 or B, C, 1, 1]`` for feature maps."""
-    return (values if values.dim() == 2 else values[None])[:, :, None, None]
 
 
 class RankOneLayer(nn.Module):
@@ -117,8 +113,8 @@ class RankOneConv2d(RankOneLayer):
         alpha = self.selection.alpha
         if alpha is None:
             task = self.selection.task
-            scaled = F.conv2d(x * _per_row(self.s[task]), self.weight, stride=self.stride, padding=self.padding)
-            return scaled * _per_row(self.r[task])
+            scaled = F.conv2d(x * per_channel(self.s[task]), self.weight, stride=self.stride, padding=self.padding)
+            return scaled * per_channel(self.r[task])
         kernel = self.weight * self.mixed(alpha)[:, :, None, None]
         return F.conv2d(x, kernel, stride=self.stride, padding=self.padding)
 
@@ -145,17 +141,12 @@ class TaskBatchNorm(nn.Module):
             mean, var = alpha @ self.running_mean[:k], alpha @ self.running_var[:k]
             gamma, beta = alpha @ self.gamma[:k], alpha @ self.beta[:k]
         elif self.training and isinstance(task, int):
-            mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False)
-            with torch.no_grad():
-                n = x.numel() / x.shape[1]
-                self.running_mean[task].lerp_(mean.detach(), self.momentum)
-                self.running_var[task].lerp_(var.detach() * n / max(n - 1, 1), self.momentum)
+            mean, var = batch_statistics(x, self.running_mean[task], self.running_var[task], self.momentum)
             gamma, beta = self.gamma[task], self.beta[task]
         else:
             mean, var = self.running_mean[task], self.running_var[task]
             gamma, beta = self.gamma[task], self.beta[task]
-        normalised = (x - _per_row(mean)) / torch.sqrt(_per_row(var) + 1e-5)
-        return normalised * _per_row(gamma) + _per_row(beta)
+        return normalise(x, mean, var) * per_channel(gamma) + per_channel(beta)
 
 
 class RankOneKit:

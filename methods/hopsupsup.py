@@ -151,7 +151,7 @@ class HopfieldKit:
     def linear(self, in_features: int, out_features: int) -> nn.Module:
         generator = seeded_generator(self.seed, "hopsupsup-weights", self.linears)
         self.linears += 1
-        return FixedLinear(signed_kaiming_constant(out_features, in_features, generator))
+        return FixedLinear(signed_kaiming_constant((out_features, in_features), generator))
 
     def activation(self, num_features: int) -> nn.Module:
         units = MaskedUnits(num_features, len(self.units), self.state, self.batch_norm, self.swish)

@@ -50,6 +50,7 @@ from scipy.stats import ortho_group
 from torch import Tensor, nn
 
 from methods.base import BuildContext, Method, Prediction, register_method, tensor_bytes
+from methods.norms import batch_statistics, normalise
 
 Index = int  # which context of a bank a forward pass uses
 
@@ -243,14 +244,10 @@ class ContextBatchNorm(nn.Module):
             self.statistics[key] = (torch.zeros(features, device=x.device), torch.ones(features, device=x.device))
         running_mean, running_var = self.statistics[key]
         if self.training:
-            mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False)
-            with torch.no_grad():
-                n = x.numel() / x.shape[1]
-                running_mean.lerp_(mean.detach(), self.momentum)
-                running_var.lerp_(var.detach() * n / max(n - 1, 1), self.momentum)
+            mean, var = batch_statistics(x, running_mean, running_var, self.momentum)
         else:
             mean, var = running_mean, running_var
-        return (x - mean[:, None, None]) / torch.sqrt(var[:, None, None] + 1e-5)
+        return normalise(x, mean, var)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.is_complex():

@@ -35,10 +35,11 @@ def seeded_generator(seed: int, *purpose: int | str) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def signed_kaiming_constant(out_features: int, in_features: int, generator: torch.Generator) -> Tensor:
-    """``+-sqrt(2 / fan_in)``, signs drawn with equal probability (SupSup sec. 3.1)."""
-    signs = torch.randint(0, 2, (out_features, in_features), generator=generator).float() * 2 - 1
-    return signs * math.sqrt(2.0 / in_features)
+def signed_kaiming_constant(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+    """``+-sqrt(2 / fan_in)`` for a linear ``(out, in)`` or conv ``(out, in, kh, kw)`` weight, signs drawn with
+    equal probability (SupSup sec. 3.1)."""
+    signs = torch.randint(0, 2, shape, generator=generator).float() * 2 - 1
+    return signs * math.sqrt(2.0 / math.prod(shape[1:]))
 
 
 def kaiming_uniform_scores(shape: tuple[int, ...], fan_in: int, generator: torch.Generator) -> Tensor:

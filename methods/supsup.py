@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.base import SCENARIO_NAMES, BuildContext, Method, Prediction, ReplaySampler, register_method
+from methods.norms import batch_statistics, normalise
 from methods.supermask import (
     MaskBank,
     Superimpose,
@@ -198,11 +199,9 @@ class SlotBatchNorm(nn.Module):
         self._grow(state.slot + 1)
         if state.mode == "train":
             if self.training:
-                mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False)
-                with torch.no_grad():
-                    n = x.numel() / x.shape[1]
-                    self.running_mean[state.slot].lerp_(mean.detach(), self.momentum)
-                    self.running_var[state.slot].lerp_(var.detach() * n / max(n - 1, 1), self.momentum)
+                mean, var = batch_statistics(
+                    x, self.running_mean[state.slot], self.running_var[state.slot], self.momentum
+                )
             else:
                 mean, var = self.running_mean[state.slot], self.running_var[state.slot]
         elif state.mode == "slot":
@@ -210,7 +209,7 @@ class SlotBatchNorm(nn.Module):
         else:
             rows = slice(None) if state.rows is None else state.rows
             mean, var = self.running_mean[rows].mean(0), self.running_var[rows].mean(0)
-        return (x - mean[:, None, None]) / torch.sqrt(var[:, None, None] + 1e-5)
+        return normalise(x, mean, var)
 
     def nbytes(self, slots: int) -> int:
         return 2 * slots * self.running_mean.shape[1] * self.running_mean.element_size()
@@ -226,7 +225,7 @@ class SupermaskKit:
 
     def linear(self, in_features: int, out_features: int) -> nn.Module:
         generator = seeded_generator(self.seed, "supsup-weights", len(self.layers))
-        weight = signed_kaiming_constant(out_features, in_features, generator)
+        weight = signed_kaiming_constant((out_features, in_features), generator)
         layer = MaskedLinear(weight, self.state, self.top_keep, self.device)
         self.layers.append(layer)
         return layer
@@ -236,8 +235,7 @@ class SupermaskKit:
 
     def conv2d(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> nn.Module:
         generator = seeded_generator(self.seed, "supsup-weights", len(self.layers))
-        flat = signed_kaiming_constant(out_channels, in_channels * kernel_size * kernel_size, generator)
-        weight = flat.view(out_channels, in_channels, kernel_size, kernel_size)
+        weight = signed_kaiming_constant((out_channels, in_channels, kernel_size, kernel_size), generator)
         layer = MaskedConv2d(weight, self.state, self.top_keep, self.device, stride, padding)
         self.layers.append(layer)
         return layer

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 import torch
+from synthetic_runs import run_synthetic
 
 from harness.backbones import BackboneSpec, backbone_factory
-from harness.grid import make_cell
-from harness.runner import WorkerSettings, run_cell
 from methods.base import BuildContext, LabelSpace
 from methods.batche import BatchE, BatchEConfig
 from results.metrics import accuracy_matrix
@@ -57,18 +55,7 @@ def test_storage_counts_shared_weights_and_the_factors_and_heads_of_seen_tasks()
     ],
 )
 def test_batche_variants_learn(scenario: str, settings: dict) -> None:
-    cell = make_cell(
-        "batche",
-        "synthetic",
-        scenario,
-        method_settings=settings,
-        stream_settings={"num_tasks": 3, "steps_per_task": 40},
-        backbone={"name": "fc", "hidden": [32]},
-        training={"lr": 1e-3, "batch_size": 32, "probe_every": 0},
-    )
-    result = run_cell(cell, WorkerSettings(data_dir=None, device="cpu", threads=1))
-    assert result.run["status"] == "ok", result.run["traceback"]
-    evals = pd.DataFrame(result.evals)
+    _, evals = run_synthetic("batche", scenario, settings)
     assert accuracy_matrix(evals)[-1].mean() > 0.8
     if scenario != "GG":
         inferred = evals[(evals["metric"] == "task_inference_accuracy") & (evals["segment"] == 2)]["value"]

@@ -9,29 +9,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from synthetic_runs import TASKS, TRAINING, run_synthetic
 
 import methods._template  # noqa: F401  (registers "template")
-from harness.grid import make_cell
-from harness.runner import WorkerSettings, run_cell
 from methods import METHODS
 from results.metrics import accuracy_matrix
 
 CASES = [(name, scenario) for name in METHODS.names() for scenario in sorted(METHODS.get(name).scenarios)]
-TASKS = 3
 
 
 def run_tiny(method: str, scenario: str) -> tuple[dict, pd.DataFrame]:
-    cell = make_cell(
-        method,
-        "synthetic",
-        scenario,
-        stream_settings={"num_tasks": TASKS, "steps_per_task": 40},
-        backbone={"name": "fc", "hidden": [32]},
-        training={"lr": 1e-3, "batch_size": 32, "probe_every": 20, "eval_batch_size": 64},
-    )
-    result = run_cell(cell, WorkerSettings(data_dir=None, device="cpu", threads=1))
-    assert result.run["status"] == "ok", result.run["traceback"]
-    return result.run, pd.DataFrame(result.evals)
+    return run_synthetic(method, scenario, training={**TRAINING, "probe_every": 20, "eval_batch_size": 64})
 
 
 @pytest.mark.parametrize(("method", "scenario"), CASES, ids=[f"{m}-{s}" for m, s in CASES])
@@ -69,17 +57,11 @@ CONV_CASES = [
 
 @pytest.mark.parametrize(("method", "scenario"), CONV_CASES, ids=[f"{m}-{s}" for m, s in CONV_CASES])
 def test_method_learns_with_a_convolutional_backbone(method: str, scenario: str) -> None:
-    cell = make_cell(
-        method,
-        "synthetic",
-        scenario,
-        stream_settings={"num_tasks": TASKS, "steps_per_task": 30},
-        backbone={"name": "resnet18", "width": 4},
-        training={"lr": 1e-3, "batch_size": 32, "probe_every": 0, "eval_batch_size": 64},
+    backbone = {"name": "resnet18", "width": 4}
+    _, evals = run_synthetic(
+        method, scenario, steps=30, backbone=backbone, training={**TRAINING, "eval_batch_size": 64}
     )
-    result = run_cell(cell, WorkerSettings(data_dir=None, device="cpu", threads=1))
-    assert result.run["status"] == "ok", result.run["traceback"]
-    current = np.diag(accuracy_matrix(pd.DataFrame(result.evals)))
+    current = np.diag(accuracy_matrix(evals))
     chance = 1 / (2 * TASKS if scenario == "GNu" else 2)
     # a width-4 ResNet after 30 steps: the first task must be learned; later ones, where task inference from
     # one image of a barely trained conv net is the weak part, only above chance on average

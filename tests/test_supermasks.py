@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from synthetic_runs import run_synthetic
 
 import methods.supermask as supermask
 from harness.grid import make_cell
@@ -181,25 +182,14 @@ def test_supsup_allocates_one_mask_per_task_without_task_information(data_dir: P
     ],
 )
 def test_supsup_variants_learn_and_count_their_bytes(scenario: str, settings: dict) -> None:
-    cell = make_cell(
-        "supsup",
-        "synthetic",
-        scenario,
-        method_settings=settings,
-        stream_settings={"num_tasks": 3, "steps_per_task": 40},
-        backbone={"name": "fc", "hidden": [32]},
-        training={"lr": 1e-3, "batch_size": 32, "probe_every": 0},
-    )
-    result = run_cell(cell, WorkerSettings(data_dir=None, device="cpu", threads=1))
-    assert result.run["status"] == "ok", result.run["traceback"]
-    evals = pd.DataFrame(result.evals)
+    run, evals = run_synthetic("supsup", scenario, settings)
     assert accuracy_matrix(evals)[-1].mean() > 0.8
     last = evals[evals["segment"] == 2].set_index("metric")["value"]
     assert last["masks"] == 3
     inputs, outputs = 8 * 8, settings.get("output_size") or 2  # synthetic: 8x8 inputs, 2 classes per task
     assert last["mask_bytes_packed"] == 3 * (math.ceil(inputs * 32 / 8) + math.ceil(32 * outputs / 8))
     expected = last["mask_bytes_csc16"] if settings.get("storage_format") == "csc16" else last["mask_bytes_packed"]
-    assert result.run["storage_bytes"] == expected + 8  # the masks and the seed of the weights
+    assert run["storage_bytes"] == expected + 8  # the masks and the seed of the weights
 
 
 def test_csc16_bytes_match_scipy() -> None:
