@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 from torch import nn
 
 from harness.config import ConfigError, parse_config
@@ -20,9 +21,14 @@ from methods.base import Backbone, BackboneFactory, LayerKit
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    name: Literal["fc", "resnet18"] = "fc"
+    name: Literal["fc", "resnet18", "resnet50"] = "fc"
     hidden: tuple[int, ...] = field(default=(1024, 1024), metadata={"min": 1})  # fc: widths of the hidden layers
-    width: int = field(default=64, metadata={"min": 1})  # resnet18: channels of the first stage (GEM's nf)
+    width: int = field(default=64, metadata={"min": 1})  # resnets: channels of the first stage (GEM's nf)
+
+    @property
+    def kind(self) -> str:
+        """The layer kinds it needs from a kit: ``fc`` (linear, activation) or ``conv`` (also conv2d, norm)."""
+        return "fc" if self.name == "fc" else "conv"
 
 
 PRESETS: dict[str, BackboneSpec] = {
@@ -31,6 +37,7 @@ PRESETS: dict[str, BackboneSpec] = {
     **{f"fc_{w}_{w}": BackboneSpec("fc", (w, w)) for w in (128, 256, 512, 2048)},  # PSP Figure 2's width sweep
     "gem_resnet18": BackboneSpec("resnet18", width=20),  # GEM's reduced ResNet-18 (nf=20): SplitCIFAR100
     "resnet18": BackboneSpec("resnet18", width=64),  # ResNet-18 for 32x32 inputs: iCIFAR
+    "resnet50": BackboneSpec("resnet50", width=64),  # the standard ResNet-50 (He et al. 2016): SplitImageNet
 }
 
 
@@ -102,10 +109,73 @@ class ResNet18Trunk(nn.Module):
         return self.layers(x)
 
 
+class MaxPool2d(nn.MaxPool2d):
+    """Max pooling; complex feature maps (PSP's complex networks) are pooled part by part, as their
+    nonlinearities act, since complex numbers have no order."""
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        if x.is_complex():
+            return torch.complex(super().forward(x.real), super().forward(x.imag))
+        return super().forward(x)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (carrying the stride, as torchvision's ResNet v1.5), 1x1 expand by 4; residual connection."""
+
+    expansion = 4
+
+    def __init__(self, kit: LayerKit, in_channels: int, channels: int, stride: int) -> None:
+        super().__init__()
+        out = channels * self.expansion
+        self.body = nn.Sequential(
+            kit.conv2d(in_channels, channels, 1, 1, 0),
+            kit.norm(channels),
+            kit.activation(channels),
+            kit.conv2d(channels, channels, 3, stride, 1),
+            kit.norm(channels),
+            kit.activation(channels),
+            kit.conv2d(channels, out, 1, 1, 0),
+            kit.norm(out),
+        )
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != out:
+            self.shortcut = nn.Sequential(kit.conv2d(in_channels, out, 1, stride, 0), kit.norm(out))
+        self.act = kit.activation(out)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+class ResNet50Trunk(nn.Module):
+    """ResNet-50 for ImageNet-size images: a 7x7 stride-2 stem and 3x3 max pool, stages of 3, 4, 6 and 3
+    bottlenecks (width, 2, 4 and 8 times width; strides 1, 2, 2, 2), global average pooling; 4*8*width features."""
+
+    def __init__(self, kit: LayerKit, in_channels: int, width: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            kit.conv2d(in_channels, width, 7, 2, 3),
+            kit.norm(width),
+            kit.activation(width),
+            MaxPool2d(3, 2, 1),
+        ]
+        channels = width
+        for stage, (blocks, stride) in enumerate(zip((3, 4, 6, 3), (1, 2, 2, 2), strict=True)):
+            out = width * 2**stage
+            for block in range(blocks):
+                layers.append(Bottleneck(kit, channels, out, stride if block == 0 else 1))
+                channels = out * Bottleneck.expansion
+        self.layers = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        return self.layers(x)
+
+
 def backbone_factory(spec: BackboneSpec, input_shape: tuple[int, ...]) -> BackboneFactory:
     def make(kit: LayerKit) -> Backbone:
         if spec.name == "resnet18":
             return Backbone(ResNet18Trunk(kit, input_shape[0], spec.width), 8 * spec.width)
+        if spec.name == "resnet50":
+            return Backbone(ResNet50Trunk(kit, input_shape[0], spec.width), 8 * spec.width * Bottleneck.expansion)
         return Backbone(FCTrunk(kit, math.prod(input_shape), spec.hidden), spec.hidden[-1])
 
     return make
@@ -113,4 +183,4 @@ def backbone_factory(spec: BackboneSpec, input_shape: tuple[int, ...]) -> Backbo
 
 def is_small(spec: BackboneSpec) -> bool:
     """Small enough to share a GPU with other cells: every FC network, and GEM's narrow ResNet-18."""
-    return spec.name == "fc" or spec.width <= 20
+    return spec.name == "fc" or (spec.name == "resnet18" and spec.width <= 20)

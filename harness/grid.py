@@ -114,10 +114,10 @@ def _seeds(value: Any, where: str) -> list[int]:
 
 
 def _check_backbone(method: str, cls: Any, backbone: Any, where: str) -> None:
-    if backbone.name not in cls.backbones:
+    if backbone.kind not in cls.backbones:
         raise ConfigError(
-            f"{where}: method {method} cannot build a {backbone.name} backbone yet "
-            f"(its layer kit builds {', '.join(sorted(cls.backbones))})"
+            f"{where}: method {method} cannot build the {backbone.kind} backbone {backbone.name} "
+            f"(its layer kit builds {' and '.join(sorted(cls.backbones))} layers)"
         )
 
 

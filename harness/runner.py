@@ -9,6 +9,7 @@ also where it checks that the loss is still finite.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import socket
@@ -38,6 +39,9 @@ class TrainingConfig:
     optimizer: Literal["rmsprop", "adam", "sgd"] = "rmsprop"  # both papers: RMSprop
     lr: float = field(default=1e-4, metadata={"min": 0.0})  # both papers: 1e-4 on the MNIST family
     momentum: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})  # rmsprop and sgd (papers: 0)
+    # within every segment: constant, or cosine decay to 0 over its steps (SupSup's cosine_lr, per task)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = field(default=0, metadata={"min": 0})  # linear warm-up at the start of every segment
     probe_every: int = field(default=100, metadata={"min": 0})  # steps between probes of probe_task (0: none)
     probe_task: int = field(default=0, metadata={"min": 0})  # PSP Figures 2-5 plot task 0 over time
     probe_samples: int = field(default=2000, metadata={"min": 0})  # test examples per probe (0: all)
@@ -74,6 +78,15 @@ def make_optimizer(params: TrainableParams, config: TrainingConfig) -> torch.opt
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+
+
+def lr_factor(step: int, steps: int, config: TrainingConfig) -> float:
+    """The multiplier of every group's learning rate at a step (0-based) of a segment of ``steps`` steps."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * (step - config.warmup_steps) / max(1, steps - config.warmup_steps)))
 
 
 def build_stream(cell: Cell, device: torch.device, data_dir: str | None) -> Stream:
@@ -271,11 +284,16 @@ class Loop:
             self._restart_optimizer(self.method.begin_segment(visible, self.step))
         probe_every = self.training.probe_every
         probing = probe_every > 0 and self.training.probe_task < self.labels.num_tasks
-        for _ in range(segment.steps):
+        scheduled = self.training.lr_schedule != "constant" or self.training.warmup_steps > 0
+        for index in range(segment.steps):
             x, local = self.stream.train_batch(segment, self.step, self.training.batch_size)
             loss = self.method.loss(x, self._targets(local, segment.task), visible)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if scheduled:
+                factor = lr_factor(index, segment.steps, self.training)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
             self.optimizer.step()
             self._restart_optimizer(self.method.after_step(self.step))
             self.last_loss = loss.detach()

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from harness.registry import Registry
 
 SCENARIO_NAMES = ("GG", "GNs", "GNu", "NNs")
-BACKBONE_KINDS = ("fc", "resnet18")
+BACKBONE_KINDS = ("fc", "conv")  # what a kit builds: linear layers only, or convolutional ones too
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ class LayerKit(Protocol):
     """The layers a backbone is made of; each method may supply its own kit.
 
     Fully connected backbones use ``linear`` and ``activation``; convolutional
-    ones also ``conv2d`` and ``norm``. A method whose kit lacks the conv layers
-    leaves ``"resnet18"`` out of its ``backbones``.
+    ones (the ResNets) also ``conv2d`` and ``norm``. A method whose kit lacks
+    the conv layers leaves ``"conv"`` out of its ``backbones``.
     """
 
     def linear(self, in_features: int, out_features: int) -> nn.Module: ...

@@ -7,8 +7,10 @@
   or stored.
 - Masks come from real-valued scores: ``scores >= 0`` (Mallya et al.'s
   threshold, SupSup sec. 4.2; ``>=`` as in the authors' code), or the top
-  fraction of ``|scores|`` per layer (Edge-Popup, sec. 4.1). Both pass the
-  gradient straight through to the scores.
+  fraction of ``|scores|`` per layer (Edge-Popup, sec. 4.1), the same in
+  every layer or spread over the layers by the Erdos-Renyi rule (the
+  "layer-wise budget" of sec. 4.1). Both pass the gradient straight through
+  to the scores.
 - Finished masks live in a :class:`MaskBank` as packed bits (one row of
   ``ceil(n / 8)`` bytes per mask). Superposing masks with coefficients alpha
   (eq. 2) and the gradient with respect to alpha are computed over chunks of
@@ -19,6 +21,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -83,6 +86,22 @@ def top_fraction(magnitudes: Tensor, fraction: float) -> Tensor:
     mask = torch.zeros_like(flat, dtype=torch.bool)
     mask[flat.topk(keep, sorted=False).indices] = True
     return mask.view_as(magnitudes)
+
+
+def erdos_renyi_densities(shapes: Sequence[tuple[int, ...]], keep: float) -> list[float]:
+    """Per-layer fractions kept so that ``keep`` of all weights are kept, each layer's in proportion to
+    ``sum(shape) / prod(shape)`` (Erdos-Renyi-Kernel; Mocanu et al. 2018, Evci et al. 2020): small layers stay
+    denser. A layer the rule would fill beyond 1 is kept whole and the rest shared by the others."""
+    sizes = [math.prod(shape) for shape in shapes]
+    raw = [sum(shape) / size for shape, size in zip(shapes, sizes, strict=True)]
+    dense: set[int] = set()
+    while True:
+        budget = keep * sum(sizes) - sum(sizes[i] for i in dense)
+        scale = budget / sum(raw[i] * sizes[i] for i in range(len(sizes)) if i not in dense)
+        overfull = {i for i in range(len(sizes)) if i not in dense and scale * raw[i] > 1}
+        if not overfull:
+            return [1.0 if i in dense else scale * raw[i] for i in range(len(sizes))]
+        dense |= overfull
 
 
 def pack_bits(mask: Tensor) -> Tensor:

@@ -2,8 +2,9 @@
 
 Training (sec. 3.2, 4.1, 4.2): only the current mask's scores train; the
 weights stay at the signed Kaiming constant (see :mod:`methods.supermask`).
-GG masks keep the top ``keep_fraction`` of ``|scores|`` per layer (Edge-Popup);
-GN and NN masks threshold the scores at 0. Every layer is masked, the output
+GG masks keep the top ``keep_fraction`` of ``|scores|`` (Edge-Popup), in
+every layer or spread over them by the Erdos-Renyi rule (``budget``); GN and
+NN masks threshold the scores at 0. Every layer is masked, the output
 layer included, and has ``output_size`` (s) outputs: the first l are the
 classes, the rest superfluous neurons (sec. 3.6) that the cross-entropy pushes
 down.
@@ -43,6 +44,7 @@ Choices where the paper is silent, and why:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -58,6 +60,7 @@ from methods.supermask import (
     ThresholdMask,
     TopFractionMask,
     csc16_bytes,
+    erdos_renyi_densities,
     kaiming_uniform_scores,
     seeded_generator,
     signed_kaiming_constant,
@@ -74,7 +77,10 @@ class SupSupConfig:
     # (LeNet 300-100, 250 tasks), 500 (FC 1024-1024; LeNet with 2,500 tasks) and 200 (RotatedMNIST)
     output_size: int = field(default=0, metadata={"min": 0})
     mask: Literal["auto", "threshold", "top_fraction"] = "auto"  # auto: top_fraction in GG, threshold elsewhere
-    keep_fraction: float = field(default=0.5, metadata={"min": 1e-6, "max": 1.0})  # top_fraction: kept per layer
+    keep_fraction: float = field(default=0.5, metadata={"min": 1e-6, "max": 1.0})  # top_fraction: weights kept
+    # top_fraction: keep_fraction in every layer, or spread over the layers by the Erdos-Renyi rule, small layers
+    # denser (sec. 4.1's "layer-wise budget"; the authors' er_sparsity)
+    budget: Literal["uniform", "erdos_renyi"] = "uniform"
     transfer: bool = False  # a new task's scores start from the running mean of the previous masks (Fig. 2)
     inference: Literal["one_shot", "binary"] = "one_shot"  # sec. 3.3
     objective: Objective = "entropy"  # entropy H, or superfluous (G, sec. 3.6; needs output_size > l)
@@ -215,18 +221,45 @@ class SlotBatchNorm(nn.Module):
         return 2 * slots * self.running_mean.shape[1] * self.running_mean.element_size()
 
 
-class SupermaskKit:
-    """Layers of a supermask network: each linear layer gets seeded signed-constant weights and a mask bank."""
+class ShapeKit:
+    """Records the weight shape of every layer a backbone asks for and builds nothing that computes: the
+    first pass of a layer-wise budget, which must see all layers before it can size any."""
 
-    def __init__(self, seed: int, state: MaskState, top_keep: float | None, device: torch.device) -> None:
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def linear(self, in_features: int, out_features: int) -> nn.Module:
+        self.shapes.append((out_features, in_features))
+        return nn.Identity()
+
+    def activation(self, num_features: int) -> nn.Module:
+        return nn.Identity()
+
+    def conv2d(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> nn.Module:
+        self.shapes.append((out_channels, in_channels, kernel_size, kernel_size))
+        return nn.Identity()
+
+    def norm(self, num_features: int) -> nn.Module:
+        return nn.Identity()
+
+
+class SupermaskKit:
+    """Layers of a supermask network: each linear layer gets seeded signed-constant weights and a mask bank.
+
+    ``top_keep`` is None (threshold masks) or the fraction kept by each layer, in the order they are built."""
+
+    def __init__(self, seed: int, state: MaskState, top_keep: Sequence[float] | None, device: torch.device) -> None:
         self.seed, self.state, self.top_keep, self.device = seed, state, top_keep, device
         self.layers: list[MaskedLayer] = []
         self.norms: list[SlotBatchNorm] = []
 
+    def _keep(self) -> float | None:
+        return None if self.top_keep is None else self.top_keep[len(self.layers)]
+
     def linear(self, in_features: int, out_features: int) -> nn.Module:
         generator = seeded_generator(self.seed, "supsup-weights", len(self.layers))
         weight = signed_kaiming_constant((out_features, in_features), generator)
-        layer = MaskedLinear(weight, self.state, self.top_keep, self.device)
+        layer = MaskedLinear(weight, self.state, self._keep(), self.device)
         self.layers.append(layer)
         return layer
 
@@ -236,7 +269,7 @@ class SupermaskKit:
     def conv2d(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> nn.Module:
         generator = seeded_generator(self.seed, "supsup-weights", len(self.layers))
         weight = signed_kaiming_constant((out_channels, in_channels, kernel_size, kernel_size), generator)
-        layer = MaskedConv2d(weight, self.state, self.top_keep, self.device, stride, padding)
+        layer = MaskedConv2d(weight, self.state, self._keep(), self.device, stride, padding)
         self.layers.append(layer)
         return layer
 
@@ -255,6 +288,15 @@ class SupSup(Method):
 
     # ---- building ------------------------------------------------------------------------------------------------
 
+    def _layer_keep(self, context: BuildContext) -> list[float]:
+        """The fraction of weights each layer's top-k masks keep, output layer last."""
+        shapes = ShapeKit()
+        feature_dim = context.make_backbone(shapes).feature_dim
+        shapes.linear(feature_dim, self.outputs)
+        if self.config.budget == "erdos_renyi":
+            return erdos_renyi_densities(shapes.shapes, self.config.keep_fraction)
+        return [self.config.keep_fraction] * len(shapes.shapes)
+
     def build(self, context: BuildContext) -> nn.Module:
         config = self.config
         self.scenario = context.scenario
@@ -269,7 +311,7 @@ class SupSup(Method):
         self.seed = context.seed
         self.device = context.device
         self.state = MaskState()
-        kit = SupermaskKit(context.seed, self.state, config.keep_fraction if use_top else None, context.device)
+        kit = SupermaskKit(context.seed, self.state, self._layer_keep(context) if use_top else None, context.device)
         backbone = context.make_backbone(kit)
         self.net = nn.Sequential(backbone.trunk, kit.linear(backbone.feature_dim, self.outputs))
         self.layers = kit.layers

@@ -1,6 +1,6 @@
 """Streams (what data arrives, in which order) and the scenario taxonomy (what task information is given)."""
 
-from scenarios import cifar, permuted, rotated, rotating, split, synthetic  # noqa: F401  (registration side effect)
+from scenarios import cifar, imagenet, permuted, rotated, rotating, split, synthetic  # noqa: F401  (registration side effect)
 from scenarios.streams import STREAMS, Segment, Stream, register_stream
 from scenarios.taxonomy import RULES, Scenario, parse_scenario
 

@@ -209,11 +209,16 @@ def load_idx_dataset(name: str, data_dir: Path | None) -> ImageArrays:
 
 
 def prepare_dataset(name: str, data_dir: Path | None) -> Path:
-    """Find, check and cache any dataset a stream names (IDX or CIFAR); raises DataMissingError if it cannot."""
+    """Find, check and cache any dataset a stream names (IDX, CIFAR; ImageNet is only checked, never copied);
+    raises DataMissingError if it cannot."""
     if name in IDX_FILES:
         return prepare_idx_dataset(name, data_dir)
     from scenarios.cifar_data import CIFAR_FILES, prepare_cifar_dataset
 
     if name in CIFAR_FILES:
         return prepare_cifar_dataset(name, data_dir)
-    raise KeyError(f"unknown dataset {name!r}; known: {', '.join([*IDX_FILES, *CIFAR_FILES])}")
+    if name == "ImageNet":
+        from scenarios.imagenet import prepare_imagenet
+
+        return prepare_imagenet(data_dir)
+    raise KeyError(f"unknown dataset {name!r}; known: {', '.join([*IDX_FILES, *CIFAR_FILES, 'ImageNet'])}")

@@ -28,12 +28,15 @@ def real_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def data_dir(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data root with the real MNIST family (linked) and small CIFAR folders in the real pickle format."""
+    """A data root with the real MNIST family (linked), small CIFAR folders in the real pickle format and a
+    small ImageNet folder of JPEGs in the usual layout."""
     from fake_cifar import write_cifar10, write_cifar100
+    from fake_imagenet import write_imagenet
 
     root = tmp_path_factory.mktemp("data")
     for name in ("MNIST", "FashionMNIST"):
         (root / name).symlink_to(real_data_dir / name, target_is_directory=True)
     write_cifar10(root)
     write_cifar100(root)
+    write_imagenet(root)
     return root

@@ -36,7 +36,7 @@ def error_of(args: list[str], capsys: pytest.CaptureFixture[str], out: Path) -> 
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--grid", "smokey"], "unknown grid 'smokey' (did you mean: smoke?)"),
+        (["--grid", "smokey"], "unknown grid 'smokey' (did you mean: smoke, smoke-images?)"),
         (["--grid", "smoke", "--methods", "ewk"], "unknown method 'ewk' (did you mean: ewc?)"),
         (["--grid", "smoke", "--streams", "permuted_mnits"], "(did you mean: permuted_mnist"),
         (["--grid", "smoke", "--scenarios", "GNS"], "unknown scenario 'GNS' (did you mean: GNs"),
@@ -143,7 +143,7 @@ def test_a_method_without_conv_layers_is_refused_a_conv_backbone(capsys: pytest.
     backbone: gem_resnet18
 """
     err = error_of(["run", "--grid", grid_file(tmp_path, "experiments:" + experiment)], capsys, tmp_path / "out")
-    assert "method psp_rotation cannot build a resnet18 backbone yet (its layer kit builds fc)" in err
+    assert "method psp_rotation cannot build the conv backbone resnet18 (its layer kit builds fc layers)" in err
 
 
 @pytest.mark.parametrize("name", grid_names())

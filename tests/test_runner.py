@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 import torch
@@ -150,3 +152,36 @@ def test_si_keeps_copies_of_the_weights_not_views() -> None:
         for p, snapshot in zip(si.params, snapshots, strict=True):
             assert snapshot.data_ptr() != p.data_ptr()
     assert sum(float(o.abs().sum()) for o in si.omega) > 0, "a view-based snapshot would leave Omega at zero"
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine_within_every_segment() -> None:
+    config = runner.TrainingConfig(lr_schedule="cosine", warmup_steps=2)
+    factors = [runner.lr_factor(step, 10, config) for step in range(10)]
+    assert factors[:3] == [0.5, 1.0, 1.0] and factors[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
+    assert all(a >= b for a, b in zip(factors[1:], factors[2:], strict=False))
+    assert runner.lr_factor(5, 10, runner.TrainingConfig()) == 1.0
+
+
+def test_a_scheduled_learning_rate_scales_every_group_from_its_own_base(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[float]] = []
+    original = torch.optim.RMSprop.step
+
+    def spy_step(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append([group["lr"] for group in self.param_groups])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.RMSprop, "step", spy_step)
+    cell = make_cell(
+        "batche",
+        "synthetic",
+        "GG",
+        stream_settings={"num_tasks": 2, "steps_per_task": 4, "classes_per_task": 2},
+        backbone={"name": "fc", "hidden": [8]},
+        training={"batch_size": 16, "probe_every": 0, "lr": 1e-3, "lr_schedule": "cosine", "warmup_steps": 1},
+    )
+    result = run_cell(cell, SETTINGS)
+    assert result.run["status"] == "ok", result.run["traceback"]
+    factors = [runner.lr_factor(i, 4, runner.TrainingConfig(lr_schedule="cosine", warmup_steps=1)) for i in range(4)]
+    assert len(seen) == 8
+    for step, lrs in enumerate(seen):  # batche's factors train at their own factor_lr (1e-2), its heads at lr
+        assert sorted({round(lr / factors[step % 4], 12) for lr in lrs}) == [1e-3, 1e-2], (step, lrs)

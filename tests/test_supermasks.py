@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -240,3 +241,35 @@ def test_masked_convolution_matches_a_convolution_written_out_by_hand() -> None:
             for j in range(3):
                 expected[0, o, i, j] = (x[0, :, i : i + 2, j : j + 2] * weight[o] * mask[o]).sum()
     assert torch.allclose(layer(x), expected, atol=1e-5)
+
+
+def test_erdos_renyi_keeps_the_asked_fraction_overall_and_small_layers_denser() -> None:
+    shapes = [(64, 3, 7, 7), (256, 64, 1, 1), (512, 512, 3, 3), (10, 2048)]
+    densities = supermask.erdos_renyi_densities(shapes, 0.05)
+    sizes = [int(np.prod(s)) for s in shapes]
+    assert sum(d * n for d, n in zip(densities, sizes, strict=True)) == pytest.approx(0.05 * sum(sizes))
+    raw = [sum(s) / n for s, n in zip(shapes, sizes, strict=True)]
+    sparse = [i for i, d in enumerate(densities) if d < 1]
+    assert max(densities) <= 1.0 and len(sparse) >= 2 and densities[2] < 0.05  # the big 3x3 layer is sparsest
+    assert np.allclose([densities[i] / raw[i] for i in sparse], densities[sparse[0]] / raw[sparse[0]])
+    assert all(raw[i] > max(raw[j] for j in sparse) for i, d in enumerate(densities) if d == 1.0)
+    filled = supermask.erdos_renyi_densities([(4, 3), (1000, 1000)], 0.5)
+    assert filled[0] == 1.0 and filled[1] == pytest.approx((0.5 * 1_000_012 - 12) / 1_000_000)
+    assert supermask.erdos_renyi_densities([(30, 20), (30, 20)], 0.2) == pytest.approx([0.2, 0.2])
+
+
+def test_supsup_with_the_erdos_renyi_budget_keeps_the_fraction_overall_not_per_layer() -> None:
+    from harness.backbones import BackboneSpec, backbone_factory
+    from methods.base import BuildContext, LabelSpace
+    from methods.supsup import SupSup, SupSupConfig
+
+    method = SupSup(SupSupConfig(keep_fraction=0.1, budget="erdos_renyi"))
+    factory = backbone_factory(BackboneSpec("resnet18", width=4), (3, 16, 16))
+    method.build(BuildContext("GG", LabelSpace(2, 5, True), factory, (3, 16, 16), torch.device("cpu"), 0))
+    kept = [layer.top_keep for layer in method.layers]
+    sizes = [layer.weight.numel() for layer in method.layers]
+    assert len(set(kept)) > 3 and max(kept) > 0.1 > min(kept)
+    assert sum(k * n for k, n in zip(kept, sizes, strict=True)) == pytest.approx(0.1 * sum(sizes))
+    method.begin_segment(0, 0)
+    masks = [layer.current_mask() for layer in method.layers]
+    assert sum(int(m.sum()) for m in masks) == pytest.approx(0.1 * sum(sizes), rel=0.02)
