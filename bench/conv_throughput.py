@@ -83,7 +83,7 @@ def main() -> None:
     settings = WorkerSettings(str(data_dir), "cpu", args.threads)
     for name in METHODS.names():
         cls = METHODS.get(name)
-        if "resnet18" not in cls.backbones or "GG" not in cls.scenarios:
+        if "conv" not in cls.backbones or "GG" not in cls.scenarios:
             continue
         cell = make_cell(
             name,

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.cells import Cell
 from harness.config import ConfigError, describe_config
 from harness.registry import UnknownNameError
 
@@ -35,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--scenarios", type=_csv, default=(), help="only these scenarios (comma-separated)")
     run.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 instead of the grid's")
     run.add_argument("--scale", type=float, default=1.0, help="multiply every step budget by F (a quick look)")
+    run.add_argument("--only", type=_csv, default=(), help="only experiments with these tags (or tag prefixes)")
+    run.add_argument("--max-tasks", type=int, default=None, help="at most N tasks per stream (a quick look)")
     run.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<grid>)")
     run.add_argument("--data-dir", default=None, help="datasets in torchvision's layout (default: $HARNESS_DATA_DIR)")
     run.add_argument("--address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else local)")
@@ -42,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     run.add_argument("--cpus-per-cell", type=int, default=1, help="CPUs (and torch threads) per cell")
     run.add_argument("--dry-run", action="store_true", help="validate and list the cells; train nothing")
+
+    report = commands.add_parser("report", help="build the leaderboard (Markdown and HTML) from an output folder")
+    report.add_argument("runs_dir", type=Path, help="an output folder of `harness run` (e.g. runs/smoke)")
+    report.add_argument("--out", type=Path, default=None, help="where to write it (default: RUNS_DIR)")
 
     show = commands.add_parser("list", help="list methods, streams, scenarios or grids")
     show.add_argument("what", choices=("methods", "streams", "scenarios", "grids"))
@@ -79,21 +86,48 @@ def _list(what: str) -> None:
             print(f"{name}: {' '.join(str(data.get('description', '')).split())}")
 
 
+def _dry_run(cells: Sequence[Cell], data_dir: Path | None, out: Path) -> None:
+    """The cells with the data each reads and an estimate of its compute; then totals per tag and dataset."""
+    from harness.estimate import REFERENCE_DEVICE, estimate_cell
+    from harness.scheduler import datasets_needed
+    from scenarios import STREAMS
+    from scenarios.datasets import dataset_status
+
+    status = {name: dataset_status(name, data_dir) for name in datasets_needed(cells)}
+    hours_by_tag: dict[str, float] = {}
+    cells_by_tag: dict[str, int] = {}
+    total = 0.0
+    for cell in cells:
+        hours = estimate_cell(cell).seconds / 3600
+        total += hours
+        needs = STREAMS.get(cell.stream).datasets
+        data = ",".join(f"{n}({'present' if status[n][0] else 'missing'})" for n in needs) or "none"
+        print(f"{cell.cell_id}  {cell.label()}  tags={','.join(cell.tags)}  data={data}  est={hours:.3g}h")
+        tag = cell.tags[0] if cell.tags else ""
+        hours_by_tag[tag] = hours_by_tag.get(tag, 0.0) + hours
+        cells_by_tag[tag] = cells_by_tag.get(tag, 0) + 1
+    print(f"\nby tag (estimated device-hours on {REFERENCE_DEVICE}):")
+    for tag, hours in hours_by_tag.items():
+        print(f"  {tag or '(untagged)'}: {cells_by_tag[tag]} cells, {hours:.3g} h")
+    print("data:")
+    for name, (present, where) in status.items():
+        print(f"  {name}: {'present in ' + where if present else where}")
+    print(f"{len(cells)} cells; about {total:.1f} device-hours on {REFERENCE_DEVICE}; output: {out}")
+
+
 def _run(args: argparse.Namespace) -> int:
     from harness.grid import Filters, expand_grid
-    from harness.scheduler import RunOptions, datasets_needed, run_grid
+    from harness.scheduler import RunOptions, run_grid
 
     if args.cpus_per_cell < 1:
         raise ConfigError(f"--cpus-per-cell must be >= 1, got {args.cpus_per_cell}")
-    filters = Filters(args.methods, args.streams, args.scenarios, args.seeds, args.scale)
+    filters = Filters(args.methods, args.streams, args.scenarios, args.seeds, args.scale, args.only, args.max_tasks)
     cells = expand_grid(args.grid, filters)
     grid_name = cells[0].grid
     out = args.out or Path("runs") / grid_name
     data_dir = args.data_dir or os.environ.get("HARNESS_DATA_DIR")
     if args.dry_run:
-        for cell in cells:
-            print(f"{cell.cell_id}  {cell.label()}  tags={','.join(cell.tags)}")
-        print(f"{len(cells)} cells; data: {', '.join(datasets_needed(cells)) or 'none'}; output: {out}")
+        _dry_run(cells, Path(data_dir) if data_dir else None, out)
         return EXIT_OK
     options = RunOptions(
         out=out,
@@ -113,12 +147,22 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_FAILED_CELLS if summary.failed else EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from results.report import write_report
+
+    paths = write_report(args.runs_dir, args.out)
+    images = paths.html.parent / "leaderboard_files"
+    print(f"wrote {paths.markdown}, {paths.html} and {len(paths.images)} images in {images}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         from harness.scheduler import interrupt_on_sigterm
 
         signal.signal(signal.SIGTERM, interrupt_on_sigterm)
+    from results.report import ReportError
     from results.store import OutputError
     from scenarios.datasets import DataCorruptError, DataMissingError
 
@@ -126,8 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             _list(args.what)
             return EXIT_OK
+        if args.command == "report":
+            return _report(args)
         return _run(args)
-    except (ConfigError, UnknownNameError, DataMissingError, DataCorruptError, OutputError) as error:
+    except (ConfigError, UnknownNameError, DataMissingError, DataCorruptError, OutputError, ReportError) as error:
         print(f"harness: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -16,6 +16,9 @@ A grid file::
 
 Every (method, stream, scenario, backbone, seed) combination of an experiment
 is a cell; a method paired with a scenario it does not support is an error.
+
+A grid may ``include: [psp, supsup]`` other grids: their experiments, each
+with its own grid's defaults, join its own (``paper`` is made this way).
 """
 
 from __future__ import annotations
@@ -49,6 +52,12 @@ class Filters:
     scenarios: tuple[str, ...] = ()
     seeds: int | None = None
     scale: float = 1.0
+    only: tuple[str, ...] = ()  # experiment tags, or tag prefixes ending at a "-" (psp-fig3: psp-fig3-table too)
+    max_tasks: int | None = None  # cap every discrete stream's task count (a quick look)
+
+
+def tag_selected(tag: str, only: tuple[str, ...]) -> bool:
+    return not only or any(tag == wanted or tag.startswith(f"{wanted}-") for wanted in only)
 
 
 def grid_names() -> list[str]:
@@ -78,12 +87,22 @@ def load_grid_file(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(f"grid file {path} is not valid YAML{where}: {problem}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("experiments"), list) or not data["experiments"]:
+    if not isinstance(data, dict) or not (_non_empty_list(data.get("experiments")) or data.get("include")):
         raise ConfigError(f"grid file {path} must be a mapping with a non-empty list under 'experiments'")
-    unknown = set(data) - {"name", "description", "defaults", "experiments"}
+    if not isinstance(data.get("experiments", []), list):
+        raise ConfigError(f"grid file {path}: 'experiments' must be a list")
+    if "include" in data and not (
+        _non_empty_list(data["include"]) and all(isinstance(i, str) for i in data["include"])
+    ):
+        raise ConfigError(f"grid file {path}: 'include' must be a list of grid names or files")
+    unknown = set(data) - {"name", "description", "defaults", "experiments", "include"}
     if unknown:
         raise ConfigError(f"grid file {path}: unknown top-level key(s) {sorted(unknown)}")
     return data
+
+
+def _non_empty_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value)
 
 
 def _as_list(value: Any, where: str, what: str) -> list[Any]:
@@ -132,29 +151,56 @@ def expand_grid(name_or_path: str, filters: Filters = Filters()) -> list[Cell]:
     """Parse, validate and expand a grid into unique cells; every error is a one-line ConfigError."""
     _validate_filters(filters)
     path = locate_grid(name_or_path)
+    grid_name = str(load_grid_file(path).get("name") or path.stem)
+    cells: dict[str, Cell] = {}
+    tags: list[str] = []
+    _expand_file(path, grid_name, filters, cells, tags, ())
+    if filters.only and not any(tag_selected(tag, filters.only) for tag in tags):
+        raise ConfigError(f"--only {','.join(filters.only)}: no experiment has that tag; tags: {', '.join(tags)}")
+    if not cells:
+        raise ConfigError(f"grid {grid_name}: no cells left after the --methods/--streams/--scenarios filters")
+    return list(cells.values())
+
+
+def grid_tags(name_or_path: str) -> list[str]:
+    """Every experiment tag of a grid, included grids' too, in order."""
+    tags: list[str] = []
+    path = locate_grid(name_or_path)
+    _expand_file(path, "", Filters(), {}, tags, ())
+    return tags
+
+
+def _expand_file(
+    path: Path, grid_name: str, filters: Filters, cells: dict[str, Cell], tags: list[str], including: tuple[Path, ...]
+) -> None:
     data = load_grid_file(path)
-    grid_name = str(data.get("name") or path.stem)
+    name = str(data.get("name") or path.stem)
+    if path.resolve() in including:
+        raise ConfigError(f"grid {name} includes itself (through {' -> '.join(p.stem for p in including)})")
+    for included in data.get("include", []):
+        _expand_file(locate_grid(included), grid_name, filters, cells, tags, (*including, path.resolve()))
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict) or set(defaults) - DEFAULT_KEYS:
-        raise ConfigError(f"grid {grid_name}: 'defaults' may hold only {sorted(DEFAULT_KEYS)}")
-    cells: dict[str, Cell] = {}
-    for index, experiment in enumerate(data["experiments"]):
+        raise ConfigError(f"grid {name}: 'defaults' may hold only {sorted(DEFAULT_KEYS)}")
+    for index, experiment in enumerate(data.get("experiments", [])):
         if not isinstance(experiment, dict):
-            raise ConfigError(f"grid {grid_name}, experiment {index + 1}: must be a mapping, got {experiment!r}")
-        where = f"grid {grid_name}, experiment {experiment.get('tag', index + 1)!r}"
+            raise ConfigError(f"grid {name}, experiment {index + 1}: must be a mapping, got {experiment!r}")
+        where = f"grid {name}, experiment {experiment.get('tag', index + 1)!r}"
         unknown = set(experiment) - EXPERIMENT_KEYS
         if unknown:
             key = sorted(unknown)[0]
             raise ConfigError(f"{where}: unknown key {key!r}{did_you_mean(key, sorted(EXPERIMENT_KEYS))}")
-        for cell in _expand_experiment(grid_name, where, {**defaults, **experiment}, filters):
+        spec = {**defaults, **experiment}
+        tags.append(str(spec.get("tag", "")))
+        expanded = _expand_experiment(grid_name, where, spec, filters)  # validates even what --only leaves out
+        if not tag_selected(str(spec.get("tag", "")), filters.only):
+            continue
+        for cell in expanded:
             if cell.cell_id in cells:
                 merged = tuple(dict.fromkeys(cells[cell.cell_id].tags + cell.tags))
                 cells[cell.cell_id] = dataclasses.replace(cells[cell.cell_id], tags=merged)
             else:
                 cells[cell.cell_id] = cell
-    if not cells:
-        raise ConfigError(f"grid {grid_name}: no cells left after the --methods/--streams/--scenarios filters")
-    return list(cells.values())
 
 
 def _validate_filters(filters: Filters) -> None:
@@ -171,6 +217,8 @@ def _validate_filters(filters: Filters) -> None:
         raise ConfigError(f"--seeds must be >= 1, got {filters.seeds}")
     if not filters.scale > 0:
         raise ConfigError(f"--scale must be > 0, got {filters.scale}")
+    if filters.max_tasks is not None and filters.max_tasks < 1:
+        raise ConfigError(f"--max-tasks must be >= 1, got {filters.max_tasks}")
 
 
 def _expand_experiment(grid: str, where: str, spec: dict[str, Any], filters: Filters) -> list[Cell]:
@@ -195,7 +243,11 @@ def _expand_experiment(grid: str, where: str, spec: dict[str, Any], filters: Fil
         name, settings = _named(entry, where, "streams")
         cls = _lookup(STREAMS, name, where)
         config = parse_config(cls.Config, settings, f"{where}, stream {name}")
-        streams.append((name, cls.scaled(config, filters.scale) if filters.scale != 1.0 else config))
+        if filters.scale != 1.0:
+            config = cls.scaled(config, filters.scale)
+        if filters.max_tasks is not None:
+            config = cls.capped(config, filters.max_tasks)
+        streams.append((name, config))
     scenarios = []
     for name in _as_list(spec.get("scenarios"), where, "scenarios"):
         try:

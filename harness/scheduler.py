@@ -128,6 +128,7 @@ def run_grid(cells: Sequence[Cell], options: RunOptions) -> Summary:
     store = ResultStore(options.out)
     store.ensure_writable()
     prepare_data(cells, options.data_dir)
+    store.write_plan([{"cell_id": c.cell_id, "label": c.label(), "grid": c.grid, "tags": list(c.tags)} for c in cells])
     summary = Summary(total=len(cells))
     finished = store.finished(c.cell_id for c in cells)
     summary.skipped = len(finished)

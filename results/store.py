@@ -1,6 +1,8 @@
 """One Parquet file set per cell, written atomically; an output folder is a resumable record of a grid.
 
-Layout: ``OUT/evals/<cell_id>.parquet`` then ``OUT/runs/<cell_id>.parquet``.
+Layout: ``OUT/evals/<cell_id>.parquet`` then ``OUT/runs/<cell_id>.parquet``;
+``OUT/plans/<hash>.json`` lists the cells a run meant to finish, so that a
+report can tell cells not finished (running, queued, interrupted) from absent.
 Each file is written under a dot-prefixed temporary name (which Parquet
 readers skip) and renamed into place; the runs file goes last, so a cell is
 finished exactly when its runs file exists, reads, and says "ok".
@@ -9,6 +11,8 @@ finished exactly when its runs file exists, reads, and says "ok".
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import uuid
 from collections.abc import Iterable
@@ -61,6 +65,22 @@ class ResultStore:
         _write_atomic(pa.Table.from_pylist(eval_rows, schema=EVALS), self.evals_dir / f"{cell_id}.parquet")
         run_row = {**run, "schema_version": SCHEMA_VERSION}
         _write_atomic(pa.Table.from_pylist([run_row], schema=RUNS), self.runs_dir / f"{cell_id}.parquet")
+
+    def write_plan(self, cells: list[dict[str, Any]]) -> Path:
+        """Record the cells a run is about to work on (``cell_id``, ``label``, ``grid``, ``tags``...)."""
+        folder = self.root / "plans"
+        folder.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(cells, sort_keys=True)
+        path = folder / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+        if not path.exists():
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            try:
+                tmp.write_text(text)
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        return path
 
     def read_run(self, cell_id: str) -> dict[str, Any] | None:
         """The cell's run row, or None when it is missing or unreadable (then the cell is redone)."""

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from scenarios.cifar_data import load_cifar_dataset
-from scenarios.streams import Batch, EpochSampler, Segment, Stream, derived_seed, register_stream
+from scenarios.streams import Batch, EpochSampler, Segment, Stream, StreamPlan, derived_seed, register_stream
 
 CHANNEL_STATS = {  # per-channel mean and std of the training images in [0, 1]
     "CIFAR10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -60,7 +60,7 @@ class CifarTaskStream(Stream):
 
     def __init__(self, config: object, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
         super().__init__(config, seed=seed, device=device, data_dir=data_dir)
-        self.parts = self.plan()
+        self.parts = self.task_parts()
         self.num_tasks = len(self.parts)
         self.classes_per_task = max(len(p.classes) for p in self.parts)
         self.data: dict[str, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
@@ -75,7 +75,7 @@ class CifarTaskStream(Stream):
         self._test_pools: dict[int, Tensor] = {}
         self._local: dict[int, Tensor] = {}
 
-    def plan(self) -> list[TaskPart]:
+    def task_parts(self) -> list[TaskPart]:
         raise NotImplementedError
 
     def segments(self) -> list[Segment]:
@@ -141,7 +141,12 @@ class SplitCifar100(CifarTaskStream):
     Config = SplitCifar100Config
     datasets = ("CIFAR100",)
 
-    def plan(self) -> list[TaskPart]:
+    @classmethod
+    def plan(cls, config: SplitCifar100Config) -> StreamPlan:  # type: ignore[override]
+        tasks = config.num_tasks or 100 // config.classes_per_task
+        return StreamPlan((3, 32, 32), tasks, tasks * config.steps_per_task, 100 * config.classes_per_task)
+
+    def task_parts(self) -> list[TaskPart]:
         config: SplitCifar100Config = self.config  # type: ignore[assignment]
         order = torch.randperm(100, generator=torch.Generator().manual_seed(derived_seed(self.seed, "class order")))
         count = config.num_tasks or 100 // config.classes_per_task
@@ -161,7 +166,12 @@ class ICifar(CifarTaskStream):
     Config = ICifarConfig
     datasets = ("CIFAR10", "CIFAR100")
 
-    def plan(self) -> list[TaskPart]:
+    @classmethod
+    def plan(cls, config: ICifarConfig) -> StreamPlan:  # type: ignore[override]
+        test = (10_000 + 1_000 * (config.num_tasks - 1)) // config.num_tasks  # CIFAR-10's, then 10 x 100 each
+        return StreamPlan((3, 32, 32), config.num_tasks, config.num_tasks * config.steps_per_task, test)
+
+    def task_parts(self) -> list[TaskPart]:
         parts = [TaskPart("CIFAR10", tuple(range(10)))]
         for t in range(1, self.config.num_tasks):  # type: ignore[attr-defined]
             parts.append(TaskPart("CIFAR100", tuple(range(10 * (t - 1), 10 * t))))

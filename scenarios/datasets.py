@@ -222,3 +222,19 @@ def prepare_dataset(name: str, data_dir: Path | None) -> Path:
 
         return prepare_imagenet(data_dir)
     raise KeyError(f"unknown dataset {name!r}; known: {', '.join([*IDX_FILES, *CIFAR_FILES, 'ImageNet'])}")
+
+
+def dataset_status(name: str, data_dir: Path | None) -> tuple[bool, str]:
+    """Whether a dataset is on disk now (nothing is downloaded or extracted), and where or what to do."""
+    from scenarios.cifar_data import CIFAR_FILES, locate_cifar_dir
+    from scenarios.imagenet import locate_imagenet
+
+    try:
+        if name in IDX_FILES:
+            return True, str(locate_raw_dir(name, data_dir, download=False))
+        if name in CIFAR_FILES:
+            return True, str(locate_cifar_dir(name, data_dir, download=False))
+        return True, str(locate_imagenet(data_dir))
+    except DataMissingError:
+        downloadable = name in IDX_FILES or name in CIFAR_FILES
+        return False, "missing; downloaded through torchvision at run time" if downloadable else "missing"

@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from scenarios.datasets import DataMissingError
-from scenarios.streams import Batch, Segment, Stream, derived_seed, register_stream
+from scenarios.streams import Batch, Segment, Stream, StreamPlan, derived_seed, register_stream
 
 FOLDER_NAMES = ("imagenet", "ImageNet")
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png"})
@@ -183,6 +183,13 @@ class SplitImageNetConfig:
 class SplitImageNet(Stream):
     Config = SplitImageNetConfig
     datasets = ("ImageNet",)
+    IMAGENET_CLASSES = 1000  # for plans made before the folder is read
+
+    @classmethod
+    def plan(cls, config: SplitImageNetConfig) -> StreamPlan:  # type: ignore[override]
+        tasks = config.num_tasks or cls.IMAGENET_CLASSES // config.classes_per_task
+        shape = (3, config.image_size, config.image_size)
+        return StreamPlan(shape, tasks, tasks * config.steps_per_task, 50 * config.classes_per_task)
 
     def __init__(self, config: object, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
         super().__init__(config, seed=seed, device=device, data_dir=data_dir)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from scenarios.rotated import rotate, rotation_grid
-from scenarios.streams import Batch, ImageTaskStream, Segment, register_mnist_family
+from scenarios.streams import Batch, ImageTaskStream, Segment, StreamPlan, register_mnist_family
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,11 @@ class RotatingConfig:
 class RotatingStream(ImageTaskStream):
     Config = RotatingConfig
     config: RotatingConfig
+
+    @classmethod
+    def plan(cls, config: RotatingConfig) -> StreamPlan:  # type: ignore[override]
+        windows = -(-config.total_steps // config.context_every)
+        return StreamPlan((1, 28, 28), config.cycle_steps // config.context_every, config.total_steps, 10_000, windows)
 
     def __init__(self, config: RotatingConfig, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
         super().__init__(config, seed=seed, device=device, data_dir=data_dir)

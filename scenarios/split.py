@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from scenarios.streams import ImageTaskStream, register_mnist_family
+from scenarios.streams import ImageTaskStream, StreamPlan, register_mnist_family
 
 DATASET_CLASSES = 10
 
@@ -34,6 +34,12 @@ class SplitStream(ImageTaskStream):
 
     def task_classes(self, task: int) -> range:
         return range(task * self.classes_per_task, (task + 1) * self.classes_per_task)
+
+    @classmethod
+    def plan(cls, config: SplitConfig) -> StreamPlan:  # type: ignore[override]
+        tasks = config.num_tasks or DATASET_CLASSES // config.classes_per_task
+        test = cls.TEST_EXAMPLES * config.classes_per_task // DATASET_CLASSES
+        return StreamPlan((1, 28, 28), tasks, tasks * config.steps_per_task, test)
 
 
 register_mnist_family("split", SplitStream)

@@ -33,6 +33,21 @@ class Segment:
     steps: int
 
 
+@dataclass(frozen=True)
+class StreamPlan:
+    """What a stream's config implies before any data is read: for compute estimates and dry runs."""
+
+    input_shape: tuple[int, ...]
+    num_tasks: int
+    train_steps: int  # over the whole stream
+    test_per_task: int  # test examples of a task
+    segments: int = 0  # 0: one per task
+
+    @property
+    def segment_count(self) -> int:
+        return self.segments or self.num_tasks
+
+
 class EpochSampler:
     """Indices of a pool in shuffled epochs (without replacement within an epoch), drawn on the device."""
 
@@ -88,10 +103,29 @@ class Stream(ABC):
         """n random training examples of a task (for methods that consolidate at segment ends)."""
 
     @classmethod
+    def plan(cls, config: object) -> StreamPlan:
+        """The stream's shape from its config alone (no data read)."""
+        raise NotImplementedError(f"stream {cls.name} does not describe its plan")
+
+    @classmethod
     def scaled(cls, config: object, factor: float) -> object:
         """The config with its step budgets multiplied by factor (``--scale``)."""
         steps = config.steps_per_task
         return dataclasses.replace(config, steps_per_task=max(1, round(steps * factor)))  # type: ignore[type-var]
+
+    @classmethod
+    def capped(cls, config: object, max_tasks: int) -> object:
+        """The config with at most ``max_tasks`` tasks (``--max-tasks``); unchanged if it has no task count or
+        already fewer. A count left to the data (None) becomes ``max_tasks`` where the config accepts it."""
+        if not hasattr(config, "num_tasks"):
+            return config
+        current = config.num_tasks
+        if current is not None and current <= max_tasks:
+            return config
+        try:
+            return dataclasses.replace(config, num_tasks=max_tasks)  # type: ignore[type-var]
+        except ValueError:  # fewer tasks than asked exist (e.g. SplitMNIST's 5)
+            return config
 
 
 STREAMS: Registry[type[Stream]] = Registry("stream", entry_point_group="harness.streams")
@@ -116,6 +150,12 @@ class ImageTaskStream(Stream):
     mean: ClassVar[float]
     std: ClassVar[float]
     classes_per_task = 10
+    TEST_EXAMPLES: ClassVar[int] = 10_000  # MNIST's and Fashion-MNIST's test sets
+
+    @classmethod
+    def plan(cls, config: object) -> StreamPlan:
+        tasks = config.num_tasks  # type: ignore[attr-defined]
+        return StreamPlan((1, 28, 28), tasks, tasks * config.steps_per_task, cls.TEST_EXAMPLES)  # type: ignore[attr-defined]
 
     def __init__(self, config: object, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
         super().__init__(config, seed=seed, device=device, data_dir=data_dir)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from scenarios.streams import Batch, EpochSampler, Segment, Stream, derived_seed, register_stream
+from scenarios.streams import Batch, EpochSampler, Segment, Stream, StreamPlan, derived_seed, register_stream
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,11 @@ class SyntheticConfig:
 @register_stream("synthetic")
 class SyntheticStream(Stream):
     Config = SyntheticConfig
+
+    @classmethod
+    def plan(cls, config: SyntheticConfig) -> StreamPlan:  # type: ignore[override]
+        side = (1, config.side, config.side)
+        return StreamPlan(side, config.num_tasks, config.num_tasks * config.steps_per_task, config.test_per_task)
 
     def __init__(self, config: SyntheticConfig, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
         super().__init__(config, seed=seed, device=device, data_dir=data_dir)

@@ -117,13 +117,44 @@ def test_unwritable_output_folder(capsys: pytest.CaptureFixture, tmp_path: Path)
     assert f"output folder {blocker / 'out'} cannot be written" in err
 
 
-def test_dry_run_lists_cells_and_trains_nothing(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    assert main(["run", "--grid", "smoke", "--dry-run", "--out", str(tmp_path / "out")]) == 0
+def test_dry_run_lists_cells_data_and_estimates_and_trains_nothing(
+    capsys: pytest.CaptureFixture, tmp_path: Path, real_data_dir: Path
+) -> None:
+    out_dir = tmp_path / "out"
+    assert main(["run", "--grid", "smoke", "--dry-run", "--out", str(out_dir), "--data-dir", str(real_data_dir)]) == 0
     out = capsys.readouterr().out
     listed = [line for line in out.splitlines() if "tags=smoke" in line]
-    assert f"{len(listed)} cells; data: FashionMNIST, MNIST" in out and "multihead/split_mnist/GG/seed1" in out
+    assert f"\n{len(listed)} cells; about " in out and "multihead/split_mnist/GG/seed1" in out
     assert len(listed) == len({line.split()[0] for line in listed}) > 50  # one line per distinct cell
-    assert not (tmp_path / "out").exists()
+    assert all("data=MNIST(present)" in line or "data=FashionMNIST(present)" in line for line in listed)
+    assert f"MNIST: present in {real_data_dir / 'MNIST' / 'raw'}" in out
+    hours = [float(line.rsplit("est=", 1)[1].rstrip("h")) for line in listed]
+    assert all(h > 0 for h in hours) and "smoke-gg: " in out
+    assert not out_dir.exists()
+
+
+def test_only_picks_experiments_by_tag_or_prefix_and_max_tasks_caps_streams(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    assert main(["run", "--grid", "paper", "--dry-run", "--only", "supsup-fig3", "--max-tasks", "4"]) == 0
+    out = capsys.readouterr().out
+    tags = {line.split("tags=")[1].split()[0] for line in out.splitlines() if "tags=" in line}
+    assert tags == {"supsup-fig3-lenet", "supsup-fig3-lenet-gg", "supsup-fig3-fc", "supsup-fig3-fc-gg"}
+    from harness.grid import Filters, expand_grid
+
+    capped = expand_grid("paper", Filters(only=("supsup-fig3-lenet",), max_tasks=4))
+    assert {c.stream_config["num_tasks"] for c in capped} == {4}
+    assert "no experiment has that tag" in error_of(["run", "--grid", "paper", "--only", "fig99"], capsys, tmp_path)
+
+
+def test_the_paper_grid_is_every_figure_of_both_papers() -> None:
+    from harness.grid import grid_tags
+
+    tags = set(grid_tags("paper"))
+    figures = {"psp-fig2", "psp-fig3", "psp-fig3-table", "psp-fig4b-fig5", "psp-fig5-right", "psp-fig6b"}
+    figures |= {"psp-suppfig2", "supsup-fig2-left", "supsup-fig2-right", "supsup-fig3-lenet", "supsup-fig4"}
+    figures |= {"supsup-fig4-nns", "supsup-fig5-left", "supsup-fig5-right", "supsup-fig6", "supsup-hopfield"}
+    assert figures <= tags
 
 
 @pytest.mark.parametrize(
@@ -149,4 +180,4 @@ def test_a_method_without_conv_layers_is_refused_a_conv_backbone(capsys: pytest.
 @pytest.mark.parametrize("name", grid_names())
 def test_every_shipped_grid_validates(name: str, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     assert main(["run", "--grid", name, "--dry-run", "--out", str(tmp_path / "out")]) == 0
-    assert " cells; data: " in capsys.readouterr().out
+    assert " device-hours on " in capsys.readouterr().out

@@ -108,3 +108,13 @@ def test_rotating_streams_turn_a_little_every_step_and_recur_every_cycle(data_di
     turned = stream.transform(1, images)  # task 1 starts at step 100: 36 degrees
     ys, xs = torch.nonzero(turned[0, 0] > 0.3, as_tuple=True)
     assert math.degrees(math.atan2(-(ys.float().mean() - 13.5), xs.float().mean() - 13.5)) == pytest.approx(36, abs=6)
+
+
+@pytest.mark.parametrize("name", STREAMS.names())
+def test_plan_from_the_config_alone_matches_the_stream(name: str, data_dir: Path) -> None:
+    stream = build(name, data_dir)
+    plan = type(stream).plan(stream.config)
+    segments = stream.segments()
+    assert plan.input_shape == stream.input_shape and plan.num_tasks == stream.num_tasks
+    assert plan.train_steps == sum(s.steps for s in segments) and plan.segment_count == len(segments)
+    assert plan.test_per_task > 0

@@ -1,0 +1,191 @@
+"""The leaderboard from an output folder: metrics over seeds, rows never mixing versions or settings, published
+numbers beside ours, failed and unfinished cells, clear errors for folders that hold no results, and the HTML
+page in a real headless browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import harness.runner as runner
+from harness.cli import main
+from harness.grid import make_cell
+from harness.scheduler import RunOptions, run_grid
+from results.metrics import accuracy_matrix
+from results.report import ReportError, bootstrap_interval, load_tables, write_report
+from results.schema import EVALS, RUNS
+
+REPO = Path(__file__).resolve().parents[1]
+HOSTILE = '<img src=x onerror="alert(1)">&$(rm -rf ~)`'
+
+
+def cells(method: str, seeds: int, grid: str, **settings: object) -> list:
+    return [
+        make_cell(
+            method,
+            "synthetic",
+            "GG",
+            method_settings=settings or None,
+            stream_settings={"num_tasks": 3, "steps_per_task": 20, "separation": 0.4},
+            backbone={"name": "fc", "hidden": [16]},
+            training={"lr": 1e-3, "batch_size": 32, "probe_every": 10, "probe_samples": 64},
+            seed=seed,
+            grid=grid,
+        )
+        for seed in range(seeds)
+    ]
+
+
+def copy_cell(root: Path, cell_id: str, new_id: str, **changes: object) -> None:
+    """A cell's files under another id with some run columns changed (a stand-in for another run)."""
+    run = pq.read_table(root / "runs" / f"{cell_id}.parquet").to_pylist()[0]
+    evals = pq.read_table(root / "evals" / f"{cell_id}.parquet").to_pylist()
+    run.update(cell_id=new_id, **changes)
+    for row in evals:
+        row["cell_id"] = new_id
+    pq.write_table(pa.Table.from_pylist(evals, schema=EVALS), root / "evals" / f"{new_id}.parquet")
+    pq.write_table(pa.Table.from_pylist([run], schema=RUNS), root / "runs" / f"{new_id}.parquet")
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two grids in one folder, a failed cell, a cell never finished, and stand-ins for other versions and
+    streams."""
+    root = tmp_path_factory.mktemp("runs")
+    options = RunOptions(out=root, data_dir=None, executor="inline", progress=lambda _: None)
+    run_grid(cells("standard", 2, "first") + cells("si", 2, "first"), options)
+    run_grid(cells("ewc", 1, "second"), options)
+    failing = cells("multihead", 1, "second")
+    original = runner.build_method
+    runner.build_method = lambda cell: (_ for _ in ()).throw(RuntimeError("the method could not be built"))
+    try:
+        run_grid(failing, options)
+    finally:
+        runner.build_method = original
+    standard = cells("standard", 1, "first")[0].cell_id
+    copy_cell(root, standard, "v2" + standard[2:], method_version="2")
+    si = cells("si", 1, "first")[0].cell_id
+    copy_cell(root, si, "vdv" + si[3:], stream="permuted_mnist", scenario="GNu", tags="supsup-sec4.2-regularisers")
+    config = json.loads(pq.read_table(root / "runs" / f"{standard}.parquet").column("method_config")[0].as_py())
+    copy_cell(root, standard, "xss" + standard[3:], method_config=json.dumps({**config, "note": HOSTILE}))
+    copy_cell(root, standard, "xsz" + standard[3:], method_config=json.dumps({**config, "note": "plain"}))
+    unfinished = [{"cell_id": "never0finished000000", "label": "psp_binary/synthetic/GG/seed0", "grid": "third"}]
+    (root / "plans" / "pending.json").write_text(json.dumps(unfinished))
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(runs_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    out = tmp_path_factory.mktemp("report")
+    return write_report(runs_dir, out)
+
+
+def table_rows(markdown: str, heading: str) -> list[list[str]]:
+    section = markdown.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [
+        line for line in section.splitlines() if line.startswith("| ") and not line.startswith(("| method", "| ---"))
+    ]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
+
+
+def test_rows_aggregate_seeds_with_an_interval_and_match_the_matrices(runs_dir: Path, report) -> None:  # noqa: ANN001
+    markdown = report.markdown.read_text()
+    rows = {row[0]: row for row in table_rows(markdown, "synthetic · GG")}
+    tables = load_tables(runs_dir)
+    si_ids = [c.cell_id for c in cells("si", 2, "first")]
+    finals = [np.nanmean(accuracy_matrix(tables.evals, cell_id)[-1]) for cell_id in si_ids]
+    si = rows["si"]
+    assert si[2] == "2" and si[3].startswith(f"{100 * np.mean(finals):.2f} [")
+    low, high = (float(v) for v in si[3].split("[")[1].rstrip("]").split(", "))
+    assert low <= 100 * np.mean(finals) <= high
+    assert rows["ewc"][2] == "1" and "[" not in rows["ewc"][3]  # one seed: no interval
+
+
+def test_versions_and_settings_are_separate_rows_never_averaged(report) -> None:  # noqa: ANN001
+    labels = [row[0] for row in table_rows(report.markdown.read_text(), "synthetic · GG")]
+    standard = [label for label in labels if label.startswith("standard")]
+    assert len(standard) == 4  # two versions, and two settings of a stand-in "note"
+    assert any(label.endswith("[v2]") for label in standard) and any(label.endswith("[v1]") for label in standard)
+
+
+def test_published_number_sits_beside_ours_with_the_difference(report) -> None:  # noqa: ANN001
+    (row,) = table_rows(report.markdown.read_text(), "permuted_mnist · GNu")
+    assert row[-2] == "29.31 (SI, after 10 tasks); ours after 3"
+    ours = float(row[3])
+    assert row[-1].startswith(f"{ours - 29.31:+.2f}") and row[-1].endswith("!")
+
+
+def test_failed_and_unfinished_cells_are_listed_with_their_errors(report) -> None:  # noqa: ANN001
+    markdown = report.markdown.read_text()
+    failed = markdown.split("## Failed cells", 1)[1].split("## Cells not finished", 1)[0]
+    assert "multihead/synthetic/GG/seed0" in failed and "the method could not be built" in failed
+    assert "never0finished000000" in markdown.split("## Cells not finished", 1)[1]
+    assert "9 cells finished, 1 failed, 1 not finished" in markdown
+
+
+def test_strings_from_configs_cannot_inject_markup(report) -> None:  # noqa: ANN001
+    page = report.html.read_text()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=\\&quot;alert(1)\\&quot;&gt;&amp;$(rm -rf ~)`" in page
+    assert "&lt;img src=x" in report.markdown.read_text() and "<img src=x" not in report.markdown.read_text()
+
+
+def test_bootstrap_interval_brackets_the_mean_and_needs_two_seeds() -> None:
+    low, high = bootstrap_interval([0.80, 0.82, 0.90])
+    assert low <= np.mean([0.80, 0.82, 0.90]) <= high and 0.80 <= low and high <= 0.90
+    assert all(np.isnan(bootstrap_interval([0.5])))
+
+
+def test_a_folder_without_results_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(ReportError, match="holds no results"):
+        load_tables(tmp_path)
+    with pytest.raises(ReportError, match="is not a folder"):
+        load_tables(tmp_path / "absent")
+    (tmp_path / "runs").mkdir()
+    pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "runs" / "foreign.parquet")
+    with pytest.raises(ReportError, match="is not a runs table of the harness"):
+        load_tables(tmp_path)
+    assert main(["report", str(tmp_path / "absent")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("harness: error:") and "\n" not in error
+
+
+def test_an_unreadable_result_file_is_reported_not_fatal(runs_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(runs_dir, copy)
+    victim = sorted((copy / "runs").glob("*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    paths = write_report(copy)
+    assert str(victim) in paths.markdown.read_text()
+
+
+def test_the_page_renders_in_a_headless_browser_with_every_image_and_no_console_errors(report) -> None:  # noqa: ANN001
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is not installed: `make test` installs it (apt-get install chromium)"
+    artifacts = Path(os.environ.get("HARNESS_TEST_ARTIFACTS", REPO / "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        messages: list[str] = []
+        page.on("console", lambda message: messages.append(f"{message.type}: {message.text}"))
+        page.on("pageerror", lambda error: messages.append(f"pageerror: {error}"))
+        page.goto(report.html.resolve().as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate("Array.from(document.images).map(i => [i.src, i.complete && i.naturalWidth > 0])")
+        headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+        page.screenshot(path=str(artifacts / "leaderboard.png"), full_page=True)
+        browser.close()
+    assert len(images) == len(report.images) > 0 and all(loaded for _, loaded in images), images
+    assert not messages, messages
+    assert {"synthetic · GG", "permuted_mnist · GNu", "Failed cells", "Cells not finished"} <= set(headings)
+    assert (artifacts / "leaderboard.png").stat().st_size > 10_000
