@@ -83,8 +83,9 @@ REFERENCES: tuple[Reference, ...] = (
         "accuracy",
         0.9491,
         250,
+        {"output_size": 500},
         backbone="fc_1024_1024",
-        label="SupSup (GNu)",
+        label="SupSup (GNu)",  # the text names no network; Figure 3's FC 1024-1024 with s = 500 is assumed
     ),
     Reference(VAN_DE_VEN, "permuted_mnist", "GNu", "ewc", "accuracy", 0.3388, 10, {"online": True}, label="Online EWC"),
     Reference(VAN_DE_VEN, "permuted_mnist", "GNu", "si", "accuracy", 0.2931, 10, label="SI"),

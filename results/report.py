@@ -239,17 +239,20 @@ def build_sections(cells: pd.DataFrame) -> list[Section]:
         return sections
     for (stream, scenario), table in cells.groupby(["stream", "scenario"], sort=True):
         groups = [g for _, g in table.groupby(IDENTITY[2:], sort=False, dropna=False)]
-        by_method: dict[str, list[pd.DataFrame]] = {}
-        for group in groups:
-            by_method.setdefault(group["method"].iloc[0], []).append(group)
-        stream_keys, training_keys = _varying(groups, "stream_config"), _varying(groups, "training")
         rows = []
         for group in groups:
             first = group.iloc[0]
-            method_keys = _varying(by_method[first["method"]], "method_config")
-            versions = {g["method_version"].iloc[0] for g in by_method[first["method"]]}
-            label = _label(group, method_keys, stream_keys, training_keys)
-            if len(versions) > 1:
+            tags = sorted({t for raw in group["tags"] for t in _tags(raw)})
+            same_method = [g for g in groups if g["method"].iloc[0] == first["method"]]
+            # settings name a row only where the tags (the figure it belongs to) do not already tell rows apart
+            same_tags = [g for g in same_method if sorted({t for raw in g["tags"] for t in _tags(raw)}) == tags]
+            label = _label(
+                group,
+                _varying(same_method, "method_config"),
+                _varying(same_tags, "stream_config"),
+                _varying(same_tags, "training"),
+            )
+            if len({g["method_version"].iloc[0] for g in same_method}) > 1:
                 label += f" [v{first['method_version']}]"
             stats = {}
             for column, _, _ in METRICS:
@@ -259,19 +262,8 @@ def build_sections(cells: pd.DataFrame) -> list[Section]:
             references = references_for(
                 stream, scenario, first["method"], _settings(first["method_config"]), first["backbone_label"]
             )
-            tags = sorted({t for raw in group["tags"] for t in _tags(raw)})
-            rows.append(
-                Row(
-                    label,
-                    first["method"],
-                    str(first["method_version"]),
-                    first["backbone_label"],
-                    group,
-                    stats,
-                    references,
-                    tags,
-                )
-            )
+            version = str(first["method_version"])
+            rows.append(Row(label, first["method"], version, first["backbone_label"], group, stats, references, tags))
         rows.sort(key=lambda r: (r.backbone, -np.nan_to_num(r.stats["accuracy"][0], nan=-1.0), r.label))
         sections.append(Section(str(stream), str(scenario), rows))
     return sections
@@ -334,7 +326,7 @@ def _published(row: Row) -> tuple[str, str]:
 
 
 def _columns() -> list[str]:
-    return ["method", "backbone", "seeds", *[heading for _, heading, _ in METRICS], "published", "ours − paper"]
+    return ["method", "backbone", "tags", "seeds", *[heading for _, heading, _ in METRICS], "published", "ours − paper"]
 
 
 def _row_cells(row: Row) -> list[str]:
@@ -342,6 +334,7 @@ def _row_cells(row: Row) -> list[str]:
     return [
         row.label,
         row.backbone,
+        ", ".join(row.tags),
         str(row.seeds),
         *[_cell_text(row.stats[column], kind) for column, _, kind in METRICS],
         published,
@@ -508,7 +501,7 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.5em; text-align: right; }
-th:first-child, td:first-child, td:nth-child(2) { text-align: left; }
+th:first-child, td:first-child, td:nth-child(2), td:nth-child(3) { text-align: left; }
 td.flag { color: #b00; font-weight: bold; }
 img { max-width: 48%; margin: 0.3em; border: 1px solid #eee; }
 img.matrix { max-width: 23%; }

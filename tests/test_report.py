@@ -103,10 +103,10 @@ def test_rows_aggregate_seeds_with_an_interval_and_match_the_matrices(runs_dir: 
     si_ids = [c.cell_id for c in cells("si", 2, "first")]
     finals = [np.nanmean(accuracy_matrix(tables.evals, cell_id)[-1]) for cell_id in si_ids]
     si = rows["si"]
-    assert si[2] == "2" and si[3].startswith(f"{100 * np.mean(finals):.2f} [")
-    low, high = (float(v) for v in si[3].split("[")[1].rstrip("]").split(", "))
+    assert si[3] == "2" and si[4].startswith(f"{100 * np.mean(finals):.2f} [")
+    low, high = (float(v) for v in si[4].split("[")[1].rstrip("]").split(", "))
     assert low <= 100 * np.mean(finals) <= high
-    assert rows["ewc"][2] == "1" and "[" not in rows["ewc"][3]  # one seed: no interval
+    assert rows["ewc"][3] == "1" and "[" not in rows["ewc"][4]  # one seed: no interval
 
 
 def test_versions_and_settings_are_separate_rows_never_averaged(report) -> None:  # noqa: ANN001
@@ -119,7 +119,7 @@ def test_versions_and_settings_are_separate_rows_never_averaged(report) -> None:
 def test_published_number_sits_beside_ours_with_the_difference(report) -> None:  # noqa: ANN001
     (row,) = table_rows(report.markdown.read_text(), "permuted_mnist · GNu")
     assert row[-2] == "29.31 (SI, after 10 tasks); ours after 3"
-    ours = float(row[3])
+    ours = float(row[4])
     assert row[-1].startswith(f"{ours - 29.31:+.2f}") and row[-1].endswith("!")
 
 
