@@ -501,6 +501,7 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.5em; text-align: right; }
+td:not(:first-child) { white-space: nowrap; }
 th:first-child, td:first-child, td:nth-child(2), td:nth-child(3) { text-align: left; }
 td.flag { color: #b00; font-weight: bold; }
 img { max-width: 48%; margin: 0.3em; border: 1px solid #eee; }
