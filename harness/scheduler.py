@@ -127,18 +127,20 @@ def run_grid(cells: Sequence[Cell], options: RunOptions) -> Summary:
     """Run the cells not finished yet in ``options.out``; returns counts. Bad input raises before any work."""
     store = ResultStore(options.out)
     store.ensure_writable()
-    prepare_data(cells, options.data_dir)
-    store.write_plan([{"cell_id": c.cell_id, "label": c.label(), "grid": c.grid, "tags": list(c.tags)} for c in cells])
-    summary = Summary(total=len(cells))
-    finished = store.finished(c.cell_id for c in cells)
-    summary.skipped = len(finished)
-    todo = [c for c in cells if c.cell_id not in finished]
-    for path in store.unreadable():
-        options.progress(f"[harness] unreadable result file {path}: its cell will be run again")
-    if options.executor == "inline":
-        _run_inline(todo, options, store, summary)
-    else:
-        _run_ray(todo, options, store, summary)
+    with store.exclusive():
+        prepare_data(cells, options.data_dir)
+        plan = [{"cell_id": c.cell_id, "label": c.label(), "grid": c.grid, "tags": list(c.tags)} for c in cells]
+        store.write_plan(plan)
+        summary = Summary(total=len(cells))
+        finished = store.finished(c.cell_id for c in cells)
+        summary.skipped = len(finished)
+        todo = [c for c in cells if c.cell_id not in finished]
+        for path in store.unreadable():
+            options.progress(f"[harness] unreadable result file {path}: its cell will be run again")
+        if options.executor == "inline":
+            _run_inline(todo, options, store, summary)
+        else:
+            _run_ray(todo, options, store, summary)
     return summary
 
 

@@ -11,11 +11,15 @@ finished exactly when its runs file exists, reads, and says "ok".
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import socket
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +69,33 @@ class ResultStore:
         _write_atomic(pa.Table.from_pylist(eval_rows, schema=EVALS), self.evals_dir / f"{cell_id}.parquet")
         run_row = {**run, "schema_version": SCHEMA_VERSION}
         _write_atomic(pa.Table.from_pylist([run_row], schema=RUNS), self.runs_dir / f"{cell_id}.parquet")
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the folder for one run: a second run into it is refused at once, not interleaved.
+
+        ``flock`` on ``OUT/.lock``: the OS releases it when the holder exits, even when killed, so no stale
+        lock is ever left behind. (On network file systems without flock support it does not protect.)
+        """
+        path = self.root / ".lock"
+        handle = open(path, "a+")  # noqa: SIM115  (held for the whole run)
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise OutputError(
+                    f"output folder {self.root} is in use by another harness run ({holder}); "
+                    "wait for it to finish or give another --out"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            handle.flush()
+            yield
+        finally:
+            handle.close()  # releases the lock
 
     def write_plan(self, cells: list[dict[str, Any]]) -> Path:
         """Record the cells a run is about to work on (``cell_id``, ``label``, ``grid``, ``tags``...)."""

@@ -89,12 +89,7 @@ def test_a_failed_cell_is_recorded_and_the_grid_goes_on(tmp_path: Path) -> None:
 """
     )
     out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--grid", str(path), "--out", str(out), "--executor", "inline"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_driver(str(path), out)
     assert result.returncode == 1, result.stderr
     assert "5 cells: 4 done, 1 failed" in result.stdout
     assert "failed: standard/synthetic/GG/seed0" in result.stderr and "FloatingPointError" in result.stderr
@@ -102,9 +97,16 @@ def test_a_failed_cell_is_recorded_and_the_grid_goes_on(tmp_path: Path) -> None:
     assert sorted(runs.status) == ["failed", "ok", "ok", "ok", "ok"]
 
 
+def driver_command(grid: str, out: Path) -> list[str]:
+    return [sys.executable, "-m", "harness.cli", "run", "--grid", grid, "--out", str(out), "--executor", "inline"]
+
+
 def start_driver(grid: str, out: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "harness.cli", "run", "--grid", grid, "--out", str(out), "--executor", "inline"]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(driver_command(grid, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_driver(grid: str, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(driver_command(grid, out), capture_output=True, text=True, timeout=300)
 
 
 def wait_for_results(out: Path, count: int, process: subprocess.Popen, timeout: float = 120) -> int:
@@ -139,14 +141,30 @@ def test_interrupted_driver_loses_nothing_finished_and_a_rerun_resumes(tmp_path:
     after_sigkill = pd.read_parquet(out / "runs")  # no half file is visible, whatever the kill interrupted
     assert after_sigkill.cell_id.is_unique and set(after_sigkill.status) == {"ok"}
 
-    result = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--grid", grid, "--out", str(out), "--executor", "inline"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_driver(grid, out)
     assert result.returncode == 0, result.stderr
     assert f"{len(after_sigkill)} already finished" in result.stdout
     assert f"{total - len(after_sigkill)} done" in result.stdout
     runs = pd.read_parquet(out / "runs")
     assert len(runs) == total and runs.cell_id.is_unique
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_and_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
+    grid = write_grid(tmp_path, steps=5000, seeds=2)  # minutes of work: the first run holds the folder throughout
+    out = tmp_path / "out"
+    first = start_driver(grid, out)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / ".lock").is_file() or not (out / ".lock").read_text().startswith(f"pid {first.pid} "):
+            assert time.monotonic() < deadline and first.poll() is None, "the first run never took the folder"
+            time.sleep(0.05)
+        second = run_driver(grid, out)
+        assert second.returncode == 2, second.stderr
+        assert f"output folder {out} is in use by another harness run (pid {first.pid} on " in second.stderr
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    for path in (out / "runs").glob("*.parquet"):  # whatever finished is whole: nothing interleaved or half-written
+        assert pq.read_table(path).column("status").to_pylist() == ["ok"]
+    with ResultStore(out).exclusive():  # the killed holder left no stale lock
+        pass
