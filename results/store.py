@@ -64,11 +64,19 @@ class ResultStore:
             raise OutputError(f"output folder {self.root} cannot be written: {error.strerror or error}") from None
 
     def write_cell(self, run: dict[str, Any], evals: Iterable[dict[str, Any]]) -> None:
+        """Write a cell's evals, then its run row; a failed write (disk full, folder gone) leaves no file that
+        claims the cell finished, and raises OutputError in one line."""
         cell_id = run["cell_id"]
         eval_rows = list(evals)
-        _write_atomic(pa.Table.from_pylist(eval_rows, schema=EVALS), self.evals_dir / f"{cell_id}.parquet")
         run_row = {**run, "schema_version": SCHEMA_VERSION}
-        _write_atomic(pa.Table.from_pylist([run_row], schema=RUNS), self.runs_dir / f"{cell_id}.parquet")
+        try:
+            _write_atomic(pa.Table.from_pylist(eval_rows, schema=EVALS), self.evals_dir / f"{cell_id}.parquet")
+            _write_atomic(pa.Table.from_pylist([run_row], schema=RUNS), self.runs_dir / f"{cell_id}.parquet")
+        except OSError as error:
+            raise OutputError(
+                f"could not write the results of cell {cell_id} into {self.root}: {error.strerror or error}; "
+                "cells already written are kept, and rerunning the same command resumes"
+            ) from None
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:

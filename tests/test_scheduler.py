@@ -74,3 +74,50 @@ def test_sigterm_stops_a_ray_run_cleanly_and_a_rerun_resumes(tmp_path: Path) -> 
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{12 - finished} done, 0 failed, {finished} already finished" in rerun.stdout
+
+
+def ray_cell_processes() -> list[int]:
+    """PIDs of Ray workers running a cell now (Ray titles them ``ray::run_cell`` while they do)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"ray::run_cell" in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_worker_killed_mid_cell_is_retried_and_the_grid_has_every_row_once(tmp_path: Path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID.replace("steps_per_task: 10", "steps_per_task: 400").replace("seeds: 2", "seeds: 3"))
+    cells = expand_grid(str(path))
+    out = tmp_path / "out"
+    killed: list[int] = []
+    killed_at: list[float] = []
+
+    def kill_a_worker_mid_cell() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            running = ray_cell_processes()
+            if running and list((out / "runs").glob("*.parquet")):  # one cell done, others in the middle
+                os.kill(running[0], signal.SIGKILL)
+                killed.append(running[0])
+                killed_at.append(time.time())
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_worker_mid_cell, daemon=True)
+    killer.start()
+    summary = run_grid(cells, RunOptions(out=out, executor="ray", progress=lambda _: None))
+    killer.join(timeout=5)
+    assert killed, "no worker was caught in the middle of a cell"
+    assert (summary.done, summary.failed) == (len(cells), 0)
+    runs = pd.read_parquet(out / "runs")
+    assert len(runs) == len(cells) and runs.cell_id.is_unique and set(runs.status) == {"ok"}
+    by_killed = runs[runs.pid == killed[0]]  # only what it finished before it died
+    assert (by_killed.started_at + by_killed.wall_seconds <= killed_at[0]).all()

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
 from harness.grid import expand_grid
 from harness.scheduler import RunOptions, run_grid
 from results.schema import SCHEMA_VERSION
-from results.store import ResultStore
+from results.store import OutputError, ResultStore
 
 TINY_GRID = """
 name: tiny
@@ -168,3 +169,31 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_the_lock_dies_with_its
         assert pq.read_table(path).column("status").to_pylist() == ["ok"]
     with ResultStore(out).exclusive():  # the killed holder left no stale lock
         pass
+
+
+def test_a_disk_that_fills_mid_write_stops_the_run_clearly_and_leaves_no_half_file(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import errno
+
+    import results.store as store_module
+
+    cells = expand_grid(write_grid(tmp_path, steps=10))
+    out = tmp_path / "out"
+    real_write = store_module.pq.write_table
+    writes = []
+
+    def fill_the_disk(table, where, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        writes.append(where)
+        if len(writes) == 3:  # the second cell's evals: half a file, then the disk is full
+            Path(where).write_bytes(b"PAR1" + b"\0" * 64)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(store_module.pq, "write_table", fill_the_disk)
+    with pytest.raises(OutputError, match="could not write the results of cell .* No space left on device"):
+        run_grid(cells, RunOptions(out=out, executor="inline", progress=quiet))
+    monkeypatch.setattr(store_module.pq, "write_table", real_write)
+    assert not [p.name for p in out.rglob(".*.tmp")], "a temporary file was left behind"
+    assert len(list((out / "runs").glob("*.parquet"))) == 1 and ResultStore(out).unreadable() == []
+    summary = run_grid(cells, RunOptions(out=out, executor="inline", progress=quiet))
+    assert (summary.skipped, summary.done) == (1, len(cells) - 1)
+    assert pd.read_parquet(out / "runs").cell_id.is_unique
