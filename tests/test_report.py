@@ -189,3 +189,29 @@ def test_the_page_renders_in_a_headless_browser_with_every_image_and_no_console_
     assert not messages, messages
     assert {"synthetic · GG", "permuted_mnist · GNu", "Failed cells", "Cells not finished"} <= set(headings)
     assert (artifacts / "leaderboard.png").stat().st_size > 10_000
+
+
+def test_names_with_shell_and_html_metacharacters_pass_through_run_and_report_inertly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tag = "<b>fig</b>&'\"; touch pwned-tag `touch pwned-tick` $(touch pwned-sub)"
+    grid = tmp_path / "odd.yaml"
+    grid.write_text(
+        f"""
+name: "odd $(touch pwned-name); <script>alert(1)</script>"
+experiments:
+  - tag: {json.dumps(tag)}
+    methods: [standard]
+    streams: [{{name: synthetic, num_tasks: 2, steps_per_task: 5}}]
+    scenarios: [GG]
+    backbone: {{name: fc, hidden: [8]}}
+"""
+    )
+    out = tmp_path / "out; touch pwned-out"
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--grid", str(grid), "--out", str(out), "--executor", "inline"]) == 0
+    assert main(["report", str(out)]) == 0
+    assert not list(tmp_path.glob("pwned*")), "a metacharacter was executed"
+    page = (out / "leaderboard.html").read_text()
+    assert "<b>fig</b>" not in page and "&lt;b&gt;fig&lt;/b&gt;&amp;" in page
+    assert "<b>fig</b>" not in (out / "leaderboard.md").read_text()
