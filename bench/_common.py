@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness.cells import Cell  # noqa: E402
 from harness.scheduler import RunOptions, run_grid  # noqa: E402
+from results.store import _write_atomic  # noqa: E402
 
 
 def run_cells(
@@ -26,3 +27,13 @@ def run_cells(
     runs = pd.read_parquet(out / "runs")
     evals = pd.read_parquet(out / "evals")
     return runs[runs.cell_id.isin(ids)], evals[evals.cell_id.isin(ids)]
+
+
+def append_figures(table: pd.DataFrame, path: Path) -> None:
+    """Add a benchmark's rows to its Parquet file (created on first use), replacing the file atomically."""
+    import pyarrow as pa
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        table = pd.concat([pd.read_parquet(path), table], ignore_index=True)
+    _write_atomic(pa.Table.from_pandas(table, preserve_index=False), path)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from _common import append_figures
 from torch import nn
 
 from harness.backbones import PRESETS
@@ -120,10 +121,7 @@ def main() -> None:
     )
     columns = ["backbone", "method", "samples_per_second", "lowest", "highest", "ratio"]
     print(table[columns].to_string(index=False, float_format="%.2f"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.out.exists():
-        table = pd.concat([pd.read_parquet(args.out), table], ignore_index=True)
-    table.to_parquet(args.out)
+    append_figures(table, args.out)
 
 
 if __name__ == "__main__":
