@@ -28,12 +28,14 @@ from torch import nn
 
 from harness.backbones import PRESETS
 from harness.grid import make_cell
-from harness.runner import WorkerSettings, run_cell
+from harness.runner import PeakMemory, WorkerSettings, run_cell
 from methods import METHODS
 from scenarios.datasets import load_idx_dataset
 
 
-def plain_loop_samples_per_second(hidden: tuple[int, ...], steps: int, data_dir: Path | None) -> float:
+def plain_loop_samples_per_second(hidden: tuple[int, ...], steps: int, data_dir: Path | None) -> tuple[float, int]:
+    """Samples per second of the loop one would write by hand, and the process's peak memory while it ran."""
+    memory = PeakMemory(torch.device("cpu"))
     arrays = load_idx_dataset("MNIST", data_dir)
     images = torch.from_numpy(arrays.train_images).view(len(arrays.train_images), -1)
     labels = torch.from_numpy(arrays.train_labels)
@@ -59,7 +61,7 @@ def plain_loop_samples_per_second(hidden: tuple[int, ...], steps: int, data_dir:
     start = time.perf_counter()
     for i in range(steps):
         step(i)
-    return steps * 128 / (time.perf_counter() - start)
+    return steps * 128 / (time.perf_counter() - start), memory.peak_bytes()
 
 
 def harness_samples_per_second(
@@ -95,13 +97,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     settings = WorkerSettings(str(args.data_dir) if args.data_dir else None, "cpu", args.threads)
     measured: dict[tuple[str, str], list[float]] = {}
+    peaks: dict[tuple[str, str], int] = {}
     for _ in range(args.repeats):
         for backbone in args.backbones.split(","):
-            plain = plain_loop_samples_per_second(PRESETS[backbone].hidden, args.steps, args.data_dir)
+            plain, peak = plain_loop_samples_per_second(PRESETS[backbone].hidden, args.steps, args.data_dir)
             measured.setdefault((backbone, "plain loop"), []).append(plain)
+            peaks[backbone, "plain loop"] = max(peaks.get((backbone, "plain loop"), 0), peak)
             for method in args.methods.split(",") if args.methods else METHODS.names():
                 run = harness_samples_per_second(method, backbone, args.steps, settings, args.scenario)
                 measured.setdefault((backbone, method), []).append(run["samples_per_second"])
+                peaks[backbone, method] = max(peaks.get((backbone, method), 0), run["peak_memory_bytes"])
     rows = []
     for (backbone, method), values in measured.items():
         plain = float(np.median(measured[(backbone, "plain loop")]))
@@ -114,12 +119,13 @@ def main() -> None:
                 "lowest": min(values),
                 "highest": max(values),
                 "ratio": median / plain,
+                "peak_memory_mb": peaks[backbone, method] / 2**20,  # the process's resident-set high-water mark
             }
         )
     table = pd.DataFrame(rows).assign(
         scenario=args.scenario, threads=args.threads, steps=args.steps, measured_at=time.time()
     )
-    columns = ["backbone", "method", "samples_per_second", "lowest", "highest", "ratio"]
+    columns = ["backbone", "method", "samples_per_second", "lowest", "highest", "ratio", "peak_memory_mb"]
     print(table[columns].to_string(index=False, float_format="%.2f"))
     append_figures(table, args.out)
 
