@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness.cells import Cell  # noqa: E402
 from harness.scheduler import RunOptions, run_grid  # noqa: E402
-from results.store import _write_atomic  # noqa: E402
+from results.store import write_table_atomic  # noqa: E402
 
 
 def run_cells(
@@ -36,4 +36,4 @@ def append_figures(table: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         table = pd.concat([pd.read_parquet(path), table], ignore_index=True)
-    _write_atomic(pa.Table.from_pandas(table, preserve_index=False), path)
+    write_table_atomic(pa.Table.from_pandas(table, preserve_index=False), path)

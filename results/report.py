@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import pyarrow.parquet as pq
 
 from results.metrics import accuracy_matrix, backward_transfer, forgetting
 from results.references import REFERENCES, Reference, references_for
+from results.store import write_text_atomic
 
 BOOTSTRAP_SAMPLES = 2000
 IDENTITY = ["stream", "scenario", "method", "method_version", "method_config", "backbone", "stream_config", "training"]
@@ -582,23 +582,6 @@ def write_report(root: Path, out: Path | None = None) -> ReportPaths:
     title = f"Leaderboard: {Path(root).resolve().name}"
     markdown = out / "leaderboard.md"
     page = out / "leaderboard.html"
-    _write_text(markdown, render_markdown(sections, tables, images.name, title))
-    _write_text(page, render_html(sections, tables, images.name, title))
+    write_text_atomic(markdown, render_markdown(sections, tables, images.name, title))
+    write_text_atomic(page, render_html(sections, tables, images.name, title))
     return ReportPaths(markdown, page, sorted(images.glob("*.png")))
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
-def differences(sections: list[Section]) -> list[tuple[Section, Row, Reference, float]]:
-    """(section, row, reference, ours - paper) for every row with a published accuracy."""
-    found = []
-    for section in sections:
-        for row in section.rows:
-            for reference in row.references:
-                if reference.metric == "accuracy" and math.isfinite(row.stats["accuracy"][0]):
-                    found.append((section, row, reference, row.stats["accuracy"][0] - reference.value))
-    return found

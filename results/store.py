@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +34,26 @@ class OutputError(OSError):
         return str(self.args[0])
 
 
-def _write_atomic(table: pa.Table, path: Path) -> None:
+def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Write under a dot-prefixed temporary name, flush it to disk, then rename it into place: readers see
+    the old file or the whole new one, never a part; a failed write leaves nothing behind."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        pq.write_table(table, tmp)
+        write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> None:
+    _replace_atomically(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    _replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 class ResultStore:
@@ -70,8 +80,8 @@ class ResultStore:
         eval_rows = list(evals)
         run_row = {**run, "schema_version": SCHEMA_VERSION}
         try:
-            _write_atomic(pa.Table.from_pylist(eval_rows, schema=EVALS), self.evals_dir / f"{cell_id}.parquet")
-            _write_atomic(pa.Table.from_pylist([run_row], schema=RUNS), self.runs_dir / f"{cell_id}.parquet")
+            write_table_atomic(pa.Table.from_pylist(eval_rows, schema=EVALS), self.evals_dir / f"{cell_id}.parquet")
+            write_table_atomic(pa.Table.from_pylist([run_row], schema=RUNS), self.runs_dir / f"{cell_id}.parquet")
         except OSError as error:
             raise OutputError(
                 f"could not write the results of cell {cell_id} into {self.root}: {error.strerror or error}; "
@@ -112,13 +122,7 @@ class ResultStore:
         text = json.dumps(cells, sort_keys=True)
         path = folder / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
         if not path.exists():
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            try:
-                tmp.write_text(text)
-                os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            write_text_atomic(path, text)
         return path
 
     def read_run(self, cell_id: str) -> dict[str, Any] | None:

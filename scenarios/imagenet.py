@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from scenarios.datasets import DataMissingError
-from scenarios.streams import Batch, Segment, Stream, StreamPlan, derived_seed, register_stream
+from scenarios.streams import Batch, EpochSampler, Segment, Stream, StreamPlan, derived_seed, register_stream
 
 FOLDER_NAMES = ("imagenet", "ImageNet")
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png"})
@@ -153,20 +153,17 @@ class ImageFiles(Dataset):
 
 
 class EpochKeys:
-    """Batches of ``(index, seed)`` keys without end: shuffled epochs over the pool, a fresh seed per image."""
+    """Batches of ``(index, seed)`` keys without end: the stream's shuffled epochs, a fresh seed per image."""
 
-    def __init__(self, size: int, batch_size: int, rng: np.random.Generator) -> None:
-        self.size, self.batch_size, self.rng = size, batch_size, rng
+    def __init__(self, size: int, batch_size: int, generator: torch.Generator) -> None:
+        self.sampler = EpochSampler(torch.arange(size), generator)
+        self.batch_size = batch_size
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order, cursor = np.empty(0, dtype=np.int64), 0
         while True:
-            if cursor + self.batch_size > len(order):
-                order, cursor = self.rng.permutation(self.size), 0
-            indices = order[cursor : cursor + self.batch_size]
-            cursor += self.batch_size
-            seeds = self.rng.integers(0, 2**31, len(indices))
-            yield [(int(i), int(s)) for i, s in zip(indices, seeds, strict=True)]
+            indices = self.sampler.next(self.batch_size)
+            seeds = torch.randint(0, 2**31, (len(indices),), generator=self.sampler.generator)
+            yield list(zip(indices.tolist(), seeds.tolist(), strict=True))
 
 
 @dataclass(frozen=True)
@@ -256,8 +253,8 @@ class SplitImageNet(Stream):
             self._train = None  # the previous segment's workers exit before the next ones start
             augment = self.config.augment  # type: ignore[attr-defined]
             dataset = self._dataset(segment.task, "train", augment)
-            rng = np.random.default_rng(derived_seed(self.seed, f"data order {segment.task}"))
-            keys = EpochKeys(len(dataset), batch_size, rng)
+            generator = torch.Generator().manual_seed(derived_seed(self.seed, f"data order {segment.task}"))
+            keys = EpochKeys(len(dataset), batch_size, generator)
             self._train = (segment.task, batch_size, iter(self._loader(dataset, keys, persistent=True)))
         return self._to_device(next(self._train[2]))
 

@@ -1,9 +1,12 @@
-"""One cell on the tiny synthetic stream, run in this process: what the method tests share."""
+"""One cell run in this process, which must finish: what the method and stream tests share."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
+from harness.cells import Cell
 from harness.grid import make_cell
 from harness.runner import WorkerSettings, run_cell
 
@@ -30,6 +33,11 @@ def run_synthetic(
         backbone=backbone or {"name": "fc", "hidden": [32]},
         training=training or TRAINING,
     )
-    result = run_cell(cell, WorkerSettings(data_dir=None, device="cpu", threads=1))
+    return run_ok(cell)
+
+
+def run_ok(cell: Cell, data_dir: Path | None = None, threads: int = 1) -> tuple[dict, pd.DataFrame]:
+    """Run a cell on the CPU here; it must finish. Returns the run row and the evaluations."""
+    result = run_cell(cell, WorkerSettings(data_dir=str(data_dir) if data_dir else None, device="cpu", threads=threads))
     assert result.run["status"] == "ok", result.run["traceback"]
     return result.run, pd.DataFrame(result.evals)

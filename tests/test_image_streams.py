@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from synthetic_runs import run_ok
 
 from harness.grid import make_cell
-from harness.runner import WorkerSettings, run_cell
 from methods import METHODS
 from results.metrics import accuracy_matrix
 
@@ -47,8 +46,7 @@ def test_method_runs_a_cell_on_each_image_stream(method: str, stream: str, scena
         backbone=backbone,
         training={"lr": 1e-3, "batch_size": 8, "probe_every": 0, "eval_samples": 16, "eval_batch_size": 16},
     )
-    result = run_cell(cell, WorkerSettings(data_dir=str(data_dir), device="cpu", threads=1))
-    assert result.run["status"] == "ok", result.run["traceback"]
-    matrix = accuracy_matrix(pd.DataFrame(result.evals))
+    run, evals = run_ok(cell, data_dir)
+    matrix = accuracy_matrix(evals)
     assert matrix.shape == (2, 2) and np.isfinite(matrix[np.tril_indices(2)]).all()
-    assert result.run["samples"] == 2 * 3 * 8 and result.run["storage_bytes"] > 0
+    assert run["samples"] == 2 * 3 * 8 and run["storage_bytes"] > 0

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from synthetic_runs import run_ok
 
 from harness.grid import make_cell
-from harness.runner import WorkerSettings, run_cell
 from results.metrics import accuracy_matrix
 
 
 def final_matrix(method: str, data_dir: Path, **kwargs: object):  # noqa: ANN201
     cell = make_cell(method, "permuted_mnist", "GNs", **kwargs)  # type: ignore[arg-type]
-    result = run_cell(cell, WorkerSettings(data_dir=str(data_dir), device="cpu", threads=2))
-    assert result.run["status"] == "ok", result.run["traceback"]
-    return accuracy_matrix(pd.DataFrame(result.evals))
+    return accuracy_matrix(run_ok(cell, data_dir, threads=2)[1])
 
 
 def test_standard_learns_mnist_above_90_percent(data_dir: Path) -> None:

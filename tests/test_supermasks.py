@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from synthetic_runs import run_synthetic
+from synthetic_runs import run_ok, run_synthetic
 
 import methods.supermask as supermask
 from harness.grid import make_cell
-from harness.runner import WorkerSettings, run_cell
 from methods.hopsupsup import hopfield_energy, hopfield_write
 from methods.supermask import MaskBank, Superimpose, ThresholdMask, TopFractionMask, pack_bits, unpack_bits
 from methods.task_inference import binary, entropy, is_uncertain, one_shot, superfluous_objective
@@ -153,9 +152,7 @@ def run_mnist(method: str, scenario: str, data_dir: Path, settings: dict, tasks:
         backbone="lenet_300_100",
         training={"probe_every": 0, "eval_samples": 1000},
     )
-    result = run_cell(cell, WorkerSettings(data_dir=str(data_dir), device="cpu", threads=2))
-    assert result.run["status"] == "ok", result.run["traceback"]
-    return pd.DataFrame(result.evals)
+    return run_ok(cell, data_dir, threads=2)[1]
 
 
 def test_supsup_infers_permuted_mnist_tasks_from_one_image(data_dir: Path) -> None:
