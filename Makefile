@@ -7,7 +7,7 @@ STAMP := .install-stamp
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q torch==2.13.0+cpu
-	$(PYTHON) -m pip install -q -c constraints.txt -e ".[test]"
+	$(PYTHON) -m pip install -q -c constraints.txt -e ".[test,avalanche]"
 	touch $(STAMP)
 
 # The report test opens the leaderboard in a real headless browser: Debian's chromium, driven by playwright.

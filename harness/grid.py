@@ -140,6 +140,12 @@ def _check_backbone(method: str, cls: Any, backbone: Any, where: str) -> None:
         )
 
 
+def _check_available(method: str, cls: Any, where: str) -> None:
+    problem = cls.unavailable()
+    if problem:
+        raise ConfigError(f"{where}: method {method} cannot run here: {problem}")
+
+
 def _lookup(registry: Any, name: str, where: str) -> Any:
     try:
         return registry.get(name)
@@ -269,6 +275,7 @@ def _expand_experiment(grid: str, where: str, spec: dict[str, Any], filters: Fil
     for method_name, cls, method_config in methods:
         if filters.methods and method_name not in filters.methods:
             continue
+        _check_available(method_name, cls, where)
         for stream_name, stream_config in streams:
             if filters.streams and stream_name not in filters.streams:
                 continue
@@ -347,6 +354,7 @@ def make_cell(
         raise ConfigError(f"{where}: method {method} does not support scenario {scenario_value}")
     spec = parse_backbone(backbone, where)
     _check_backbone(method, method_cls, spec, where)
+    _check_available(method, method_cls, where)
     return _cell(
         grid,
         "",

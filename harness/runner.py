@@ -27,7 +27,7 @@ from harness.backbones import BackboneSpec, backbone_factory
 from harness.cells import Cell
 from harness.config import parse_config
 from methods import METHODS
-from methods.base import BuildContext, LabelSpace, Method, TrainableParams, trainable
+from methods.base import BuildContext, LabelSpace, Method, SegmentData, TrainableParams, trainable
 from scenarios import RULES, STREAMS, Scenario
 from scenarios.streams import Segment, Stream
 from scenarios.taxonomy import Rules, to_label_space
@@ -282,25 +282,22 @@ class Loop:
             self.seen.append(segment.task)
         if self.rules.boundaries_in_training:
             self._restart_optimizer(self.method.begin_segment(visible, self.step))
-        probe_every = self.training.probe_every
-        probing = probe_every > 0 and self.training.probe_task < self.labels.num_tasks
-        scheduled = self.training.lr_schedule != "constant" or self.training.warmup_steps > 0
-        for index in range(segment.steps):
-            x, local = self.stream.train_batch(segment, self.step, self.training.batch_size)
-            loss = self.method.loss(x, self._targets(local, segment.task), visible)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if scheduled:
-                factor = lr_factor(index, segment.steps, self.training)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
-            self.optimizer.step()
-            self._restart_optimizer(self.method.after_step(self.step))
-            self.last_loss = loss.detach()
-            self.step += 1
-            self.samples += len(x)
-            if probing and self.step % probe_every == 0 and self.training.probe_task in self.seen:
-                self.probe(segment)
+        if self.method.runs_own_loop:
+            self.hand_over_segment(segment, visible)
+        else:
+            scheduled = self.training.lr_schedule != "constant" or self.training.warmup_steps > 0
+            for index in range(segment.steps):
+                x, local = self.stream.train_batch(segment, self.step, self.training.batch_size)
+                loss = self.method.loss(x, self._targets(local, segment.task), visible)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if scheduled:
+                    factor = lr_factor(index, segment.steps, self.training)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
+                self.optimizer.step()
+                self._restart_optimizer(self.method.after_step(self.step))
+                self.count_step(segment, loss, len(x))
         if self.rules.boundaries_in_training:
             task = segment.task
 
@@ -309,6 +306,51 @@ class Loop:
                 return x, self._targets(local, task)
 
             self.method.end_segment(visible, replay)
+
+    def count_step(self, segment: Segment, loss: Tensor, batch: int) -> None:
+        self.last_loss = loss.detach()
+        self.step += 1
+        self.samples += batch
+        probe_every = self.training.probe_every
+        if (
+            probe_every > 0
+            and self.step % probe_every == 0
+            and self.training.probe_task < self.labels.num_tasks
+            and self.training.probe_task in self.seen
+        ):
+            self.probe(segment)
+
+    def hand_over_segment(self, segment: Segment, visible: int | None) -> None:
+        """Give the segment's batches, drawn here as for any method, to a method that runs its own loop."""
+        batch = self.training.batch_size
+        xs, ys = [], []
+        for index in range(segment.steps):
+            x, local = self.stream.train_batch(segment, self.step + index, batch)
+            xs.append(x)
+            ys.append(self._targets(local, segment.task))
+        first_step = self.step
+
+        def after_step(loss: Tensor) -> None:
+            if self.step - first_step >= segment.steps:
+                raise RuntimeError(f"method {self.cell.method} took more than the segment's {segment.steps} steps")
+            self.count_step(segment, loss, batch)
+
+        data = SegmentData(
+            task=visible,
+            x=torch.cat(xs),
+            y=torch.cat(ys),
+            batch_size=batch,
+            steps=segment.steps,
+            make_optimizer=lambda params: make_optimizer(params, self.training),
+            lr_factor=lambda index: lr_factor(index, segment.steps, self.training),
+            after_step=after_step,
+        )
+        del xs, ys
+        self.method.train_segment(data)
+        if self.step - first_step != segment.steps:
+            raise RuntimeError(
+                f"method {self.cell.method} took {self.step - first_step} steps of a segment of {segment.steps}"
+            )
 
     def run(self) -> None:
         if not self.rules.boundaries_in_training:

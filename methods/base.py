@@ -12,6 +12,12 @@ owns its modules and answers a few hooks with values (DESIGN.md):
     storage() -> dict[str, int]            bytes needed to predict every task seen
     diagnostics() -> dict[str, float]      optional figures recorded beside each evaluation
 
+A method that wraps another framework's training loop (Avalanche's strategies)
+sets ``runs_own_loop`` and implements ``train_segment(SegmentData)`` instead of
+``loss``: the runner still draws every batch, applies the scenario's rules,
+schedules the learning rate, probes, evaluates and records; the method only
+runs the optimiser steps, reporting each through ``SegmentData.after_step``.
+
 Hooks that return parameters may return torch parameter groups instead
 (dicts with ``params`` and, e.g., their own ``lr``), for methods whose parts
 train at different rates.
@@ -103,6 +109,28 @@ ReplaySampler = Callable[[int], tuple[Tensor, Tensor]]
 
 
 @dataclass(frozen=True)
+class SegmentData:
+    """One segment's training batches, for a method that runs its own framework's loop over them.
+
+    ``x`` and ``y`` hold the ``steps`` batches of ``batch_size`` examples the
+    runner's loop would have drawn, in that order, labels in the label space.
+    The method must take exactly one optimiser step per batch, in order, and
+    call ``after_step(loss)`` after each (the runner counts, probes and checks
+    the loss there). ``lr_factor(i)`` is the runner's schedule for step ``i``
+    of the segment, to multiply every group's base rate by.
+    """
+
+    task: int | None
+    x: Tensor
+    y: Tensor
+    batch_size: int
+    steps: int
+    make_optimizer: Callable[[TrainableParams], torch.optim.Optimizer]
+    lr_factor: Callable[[int], float]
+    after_step: Callable[[Tensor], None]
+
+
+@dataclass(frozen=True)
 class BuildContext:
     """Everything a method may know when it builds its modules."""
 
@@ -130,6 +158,12 @@ class Method(ABC):
     Config: ClassVar[type]
     scenarios: ClassVar[frozenset[str]]
     backbones: ClassVar[frozenset[str]] = frozenset(BACKBONE_KINDS)  # the backbone kinds its layer kit can build
+    runs_own_loop: ClassVar[bool] = False  # True: train_segment runs the steps instead of the runner's loss/backward
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this method cannot run here (e.g. an optional package is missing), or None. Checked before any work."""
+        return None
 
     def __init__(self, config: object) -> None:
         self.config = config
@@ -142,9 +176,13 @@ class Method(ABC):
         """Called when a segment starts (once, with task None, in NNs). Return parameters to start a fresh optimiser."""
         return None
 
-    @abstractmethod
     def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
-        """The scalar to minimise on this batch."""
+        """The scalar to minimise on this batch (every method but those that run their own loop)."""
+        raise NotImplementedError(f"method {self.name} defines neither loss() nor runs_own_loop")
+
+    def train_segment(self, data: SegmentData) -> None:
+        """Run the segment's optimiser steps in another framework's loop (only where ``runs_own_loop``)."""
+        raise NotImplementedError(f"method {self.name} sets runs_own_loop but defines no train_segment()")
 
     def after_step(self, step: int) -> TrainableParams | None:
         """Called after every optimiser step; gradients are still in ``.grad``. Must not sync with the device."""

@@ -92,7 +92,7 @@ def _missing_message(name: str, roots: list[Path], why: str) -> str:
 
 
 def _download(name: str, root: Path) -> None:
-    from scenarios._torchvision import import_torchvision
+    from harness.torchvision_compat import import_torchvision
 
     datasets = import_torchvision().datasets
     cls = {"CIFAR10": datasets.CIFAR10, "CIFAR100": datasets.CIFAR100}[name]

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.cache import cache_dir
+
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
-CACHE_DIR_ENV = "HARNESS_CACHE_DIR"
 OFFLINE_ENV = "HARNESS_OFFLINE"  # set to 1 to never try a download
 
 # torchvision's published md5 of each original .gz file
@@ -71,10 +72,6 @@ def default_data_dir() -> Path | None:
     return Path(value) if value else None
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "continual-harness")
-
-
 def read_idx(data: bytes) -> np.ndarray:
     """Decode an IDX file (LeCun's format: big-endian header, then the array)."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
@@ -107,7 +104,7 @@ def _missing_message(name: str, roots: list[Path], why: str) -> str:
 
 
 def _download(name: str, root: Path) -> None:
-    from scenarios._torchvision import import_torchvision
+    from harness.torchvision_compat import import_torchvision
 
     datasets = import_torchvision().datasets
     cls = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST}[name]

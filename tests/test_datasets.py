@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import scenarios.datasets as datasets
-from scenarios._torchvision import import_torchvision
+from harness.torchvision_compat import import_torchvision
 from scenarios.datasets import IDX_FILES, DataCorruptError, DataMissingError, prepare_idx_dataset, read_idx
 
 
