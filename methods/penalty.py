@@ -19,7 +19,12 @@ from torch import Tensor
 class _QuadraticPenalty(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, scale: float, weights: Sequence[Tensor], anchors: Sequence[Tensor], *params: Tensor
+        ctx: Any,
+        scale: float,
+        weights: Sequence[Tensor],
+        anchors: Sequence[Tensor],
+        keep: list[Tensor] | None,
+        *params: Tensor,
     ) -> Tensor:
         total = params[0].new_zeros(())
         weighted_differences = []
@@ -30,16 +35,26 @@ class _QuadraticPenalty(torch.autograd.Function):
             weighted_differences.append(weighted)
         ctx.scale = scale
         ctx.weighted_differences = weighted_differences
+        if keep is not None:
+            keep[:] = weighted_differences
         return total * scale
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         factor = 2 * ctx.scale * grad_output
-        return (None, None, None, *(wd * factor for wd in ctx.weighted_differences))
+        return (None, None, None, None, *(wd * factor for wd in ctx.weighted_differences))
 
 
 def quadratic_penalty(
-    params: Sequence[Tensor], weights: Sequence[Tensor], anchors: Sequence[Tensor], scale: float
+    params: Sequence[Tensor],
+    weights: Sequence[Tensor],
+    anchors: Sequence[Tensor],
+    scale: float,
+    keep: list[Tensor] | None = None,
 ) -> Tensor:
-    """``scale * sum over tensors of sum(w * (p - a)^2)``; weights and anchors are constants."""
-    return _QuadraticPenalty.apply(scale, list(weights), list(anchors), *params)
+    """``scale * sum over tensors of sum(w * (p - a)^2)``; weights and anchors are constants.
+
+    ``keep``, if given, receives ``w * (p - a)`` per tensor: the penalty's gradient over ``2 * scale``, which
+    SI needs again after the step and need not recompute.
+    """
+    return _QuadraticPenalty.apply(scale, list(weights), list(anchors), keep, *params)

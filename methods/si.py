@@ -9,11 +9,13 @@ surrogate loss ``c * sum_k Omega_k (theta_k - theta~_k)^2`` (eq. 4).
 
 The runner's gradient is of the total loss; the penalty's share,
 ``2c Omega (theta_prev - theta~)``, is subtracted to recover the task gradient,
-as the authors' code integrates the unregularised gradient. As there, the
-accumulated Omega is clamped at zero (a relu). Every snapshot is a copy of the
-weights, never a view of them (a view would follow the weights and make every
-delta zero). The per-step update uses ``torch._foreach`` ops: one kernel per
-operation over all parameters.
+as the authors' code integrates the unregularised gradient. The penalty's
+forward pass keeps ``Omega (theta_prev - theta~)`` for this, so it is not
+computed twice. As there, the accumulated Omega is clamped at zero (a relu).
+Every snapshot is a copy of the weights, never a view of them (a view would
+follow the weights and make every delta zero). The per-step update uses
+``torch._foreach`` ops, one kernel per operation over all parameters, and no
+temporaries: the step's change is formed in the snapshot's own buffer.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class SI(Standard):
         self.previous = [p.detach().clone() for p in self.params]  # weights before the current step
         self.task_start = [p.detach().clone() for p in self.params]
         self.consolidated = False
+        self.penalty_terms: list[Tensor] = []  # Omega (theta_prev - theta~) from this step's penalty
         return net
 
     def begin_segment(self, task: int | None, step: int) -> None:
@@ -70,20 +73,20 @@ class SI(Standard):
         loss = F.cross_entropy(self.net(x), y)
         if not self.consolidated:
             return loss
-        return loss + quadratic_penalty(self.params, self.omega, self.anchor, self.config.c)
+        return loss + quadratic_penalty(self.params, self.omega, self.anchor, self.config.c, keep=self.penalty_terms)
 
     @torch.no_grad()
     def after_step(self, step: int) -> None:
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         params = [self.params[i] for i in live]
         previous = [self.previous[i] for i in live]
-        grads = [self.params[i].grad for i in live]
-        if self.consolidated:  # the task gradient: the total gradient less the penalty's, taken at theta_prev
-            penalty_grads = torch._foreach_sub(previous, [self.anchor[i] for i in live])
-            torch._foreach_mul_(penalty_grads, [self.omega[i] for i in live])
-            grads = torch._foreach_add(grads, penalty_grads, alpha=-2 * self.config.c)
-        deltas = torch._foreach_sub(params, previous)
-        torch._foreach_addcmul_([self.path[i] for i in live], grads, deltas, value=-1.0)
+        path = [self.path[i] for i in live]
+        torch._foreach_sub_(previous, params)  # now minus this step's change, -delta
+        # w += -g_task * delta, with g_task = g - 2c Omega (theta_prev - theta~): the penalty's share taken out
+        torch._foreach_addcmul_(path, [self.params[i].grad for i in live], previous, value=1.0)
+        if self.consolidated:
+            terms = [self.penalty_terms[i] for i in live]
+            torch._foreach_addcmul_(path, terms, previous, value=-2 * self.config.c)
         torch._foreach_copy_(previous, params)
 
     @torch.no_grad()

@@ -9,11 +9,15 @@ from harness.backbones import BackboneSpec, backbone_factory
 from methods.base import BuildContext, LabelSpace
 from methods.ewc import EWC, EWCConfig
 from methods.penalty import quadratic_penalty
+from methods.si import SI, SIConfig
 
 
 def built_ewc(shared: bool = True) -> EWC:
+    return built(EWC(EWCConfig()), shared)
+
+
+def built(method: EWC | SI, shared: bool = True) -> EWC | SI:
     torch.manual_seed(0)
-    method = EWC(EWCConfig())
     method.build(
         BuildContext(
             scenario="GNs",
@@ -93,3 +97,33 @@ def test_online_ewc_decays_the_old_fisher_and_anchors_at_the_latest_weights() ->
     for p, importance, anchor in zip(params, method.importance, method.anchor):
         torch.testing.assert_close(importance, torch.full_like(p, 0.5 * 2.0 + 1.0))
         torch.testing.assert_close(anchor, p.detach())
+
+
+def test_si_integrates_the_task_gradient_alone_along_the_steps_taken() -> None:
+    """w_k += -g_k delta_k with g the gradient of the task loss without the penalty (Zenke et al. sec. 3)."""
+    method = built(SI(SIConfig(c=0.5)))
+    params = list(method.net.parameters())
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    reference = [torch.zeros_like(p) for p in params]
+    for task in range(2):
+        method.begin_segment(task, 0)
+        start = [p.detach().clone() for p in params]
+        for _ in range(5):
+            x, y = torch.randn(8, 1, 4, 4), torch.randint(0, 3, (8,))
+            task_gradient = torch.autograd.grad(nn.functional.cross_entropy(method.net(x), y), params)
+            before = [p.detach().clone() for p in params]
+            optimizer.zero_grad()
+            method.loss(x, y, task).backward()  # task loss plus, from the second task on, the penalty
+            optimizer.step()
+            method.after_step(0)
+            for w, g, p, b in zip(reference, task_gradient, params, before):
+                w -= g * (p.detach() - b)
+        if task == 0:
+            method.end_segment(task, None)
+            for w, p, s, o in zip(reference, params, start, method.omega):
+                expected = (w / ((p.detach() - s) ** 2 + method.config.xi)).clamp(min=0.0)
+                torch.testing.assert_close(o, expected, rtol=1e-4, atol=1e-6)
+                w.zero_()
+    assert any(float(o.abs().sum()) > 0 for o in method.omega)
+    for w, path in zip(reference, method.path):  # the second task, with the penalty on
+        torch.testing.assert_close(path, w, rtol=1e-4, atol=1e-6)
