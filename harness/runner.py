@@ -89,6 +89,12 @@ def lr_factor(step: int, steps: int, config: TrainingConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - config.warmup_steps) / max(1, steps - config.warmup_steps)))
 
 
+def scale_learning_rates(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Set every group's rate to its base rate (its first, or its own ``lr``) times ``factor``."""
+    for group in optimizer.param_groups:
+        group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
+
+
 def build_stream(cell: Cell, device: torch.device, data_dir: str | None) -> Stream:
     cls = STREAMS.get(cell.stream)
     config = parse_config(cls.Config, cell.stream_config, f"stream {cell.stream}")
@@ -292,9 +298,7 @@ class Loop:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if scheduled:
-                    factor = lr_factor(index, segment.steps, self.training)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
+                    scale_learning_rates(self.optimizer, lr_factor(index, segment.steps, self.training))
                 self.optimizer.step()
                 self._restart_optimizer(self.method.after_step(self.step))
                 self.count_step(segment, loss, len(x))
@@ -323,30 +327,37 @@ class Loop:
     def hand_over_segment(self, segment: Segment, visible: int | None) -> None:
         """Give the segment's batches, drawn here as for any method, to a method that runs its own loop."""
         batch = self.training.batch_size
-        xs, ys = [], []
-        for index in range(segment.steps):
-            x, local = self.stream.train_batch(segment, self.step + index, batch)
-            xs.append(x)
-            ys.append(self._targets(local, segment.task))
         first_step = self.step
+
+        def draw() -> tuple[Tensor, Tensor]:
+            xs, ys = [], []
+            for index in range(segment.steps):
+                x, local = self.stream.train_batch(segment, first_step + index, batch)
+                xs.append(x)
+                ys.append(self._targets(local, segment.task))
+            return torch.cat(xs), torch.cat(ys)
 
         def after_step(loss: Tensor) -> None:
             if self.step - first_step >= segment.steps:
                 raise RuntimeError(f"method {self.cell.method} took more than the segment's {segment.steps} steps")
             self.count_step(segment, loss, batch)
 
-        data = SegmentData(
-            task=visible,
-            x=torch.cat(xs),
-            y=torch.cat(ys),
-            batch_size=batch,
-            steps=segment.steps,
-            make_optimizer=lambda params: make_optimizer(params, self.training),
-            lr_factor=lambda index: lr_factor(index, segment.steps, self.training),
-            after_step=after_step,
+        def schedule(optimizer: torch.optim.Optimizer, index: int) -> None:
+            scale_learning_rates(optimizer, lr_factor(index, segment.steps, self.training))
+
+        example_bytes = math.prod(self.stream.input_shape) * torch.get_default_dtype().itemsize
+        self.method.train_segment(
+            SegmentData(
+                task=visible,
+                batch_size=batch,
+                steps=segment.steps,
+                nbytes=segment.steps * batch * example_bytes,
+                draw=draw,
+                make_optimizer=lambda params: make_optimizer(params, self.training),
+                schedule=schedule,
+                after_step=after_step,
+            )
         )
-        del xs, ys
-        self.method.train_segment(data)
         if self.step - first_step != segment.steps:
             raise RuntimeError(
                 f"method {self.cell.method} took {self.step - first_step} steps of a segment of {segment.steps}"

@@ -163,14 +163,14 @@ def make_task_heads_module(trunk: nn.Module, heads: nn.ModuleList) -> nn.Module:
     return TaskHeads()
 
 
-def make_experience(data: SegmentData, index: int, task_label: int, with_task_labels: bool) -> Any:
+def make_experience(x: Tensor, y: Tensor, index: int, task_label: int, with_task_labels: bool) -> Any:
     """One Avalanche experience holding exactly the segment's batches."""
     modules = import_avalanche()
-    y = data.y.cpu()
+    y = y.cpu()
     dataset = modules["data"]._make_taskaware_tensor_classification_dataset(
-        data.x.cpu(), y, task_labels=task_label, targets=y
+        x.cpu(), y, task_labels=task_label, targets=y
     )
-    classes = sorted(set(y.tolist()))
+    classes = y.unique().tolist()
 
     class SegmentExperience(modules["scenarios"].DatasetExperience):
         @property
@@ -198,9 +198,7 @@ def make_bridge_plugin() -> Any:
 
         def before_training_iteration(self, strategy: Any, **kwargs: Any) -> None:
             assert self.data is not None
-            factor = self.data.lr_factor(self.index)
-            for group in strategy.optimizer.param_groups:
-                group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
+            self.data.schedule(strategy.optimizer, self.index)
 
         def after_training_iteration(self, strategy: Any, **kwargs: Any) -> None:
             assert self.data is not None
@@ -269,7 +267,7 @@ class AvalancheMethod(Method):
 
     def train_segment(self, data: SegmentData) -> None:
         limit = self.config.max_segment_gib * 2**30
-        if data.x.numel() * data.x.element_size() > limit:
+        if data.nbytes > limit:
             raise ValueError(
                 f"segment of {data.steps} x {data.batch_size} examples exceeds max_segment_gib="
                 f"{self.config.max_segment_gib} (Avalanche holds a segment in memory)"
@@ -278,7 +276,8 @@ class AvalancheMethod(Method):
             self.strategy = self._make_strategy(data)
         task = data.task if data.task is not None else 0
         self.seen.add(task)
-        experience = make_experience(data, self.segments, task, self.task_aware)
+        x, y = data.draw()
+        experience = make_experience(x, y, self.segments, task, self.task_aware)
         self.bridge.start(data)
         self.strategy.train(experience, eval_streams=[], shuffle=False)
         self.segments += 1

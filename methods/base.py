@@ -112,21 +112,22 @@ ReplaySampler = Callable[[int], tuple[Tensor, Tensor]]
 class SegmentData:
     """One segment's training batches, for a method that runs its own framework's loop over them.
 
-    ``x`` and ``y`` hold the ``steps`` batches of ``batch_size`` examples the
-    runner's loop would have drawn, in that order, labels in the label space.
-    The method must take exactly one optimiser step per batch, in order, and
-    call ``after_step(loss)`` after each (the runner counts, probes and checks
-    the loss there). ``lr_factor(i)`` is the runner's schedule for step ``i``
-    of the segment, to multiply every group's base rate by.
+    ``draw()`` returns ``x`` and ``y``: the ``steps`` batches of ``batch_size``
+    examples the runner's loop would have drawn, in that order, concatenated,
+    labels in the label space. ``nbytes`` is what ``x`` will take, known before
+    drawing. The method must take exactly one optimiser step per batch, in
+    order, and call ``after_step(loss)`` after each (the runner counts, probes
+    and checks the loss there). ``schedule(optimizer, i)`` sets every group's
+    learning rate to the runner's schedule for step ``i`` of the segment.
     """
 
     task: int | None
-    x: Tensor
-    y: Tensor
     batch_size: int
     steps: int
+    nbytes: int
+    draw: Callable[[], tuple[Tensor, Tensor]]
     make_optimizer: Callable[[TrainableParams], torch.optim.Optimizer]
-    lr_factor: Callable[[int], float]
+    schedule: Callable[[torch.optim.Optimizer, int], None]
     after_step: Callable[[Tensor], None]
 
 
@@ -218,6 +219,9 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
         unknown = set(cls.scenarios) - set(SCENARIO_NAMES)
         if unknown:
             raise TypeError(f"method {name!r} declares unknown scenarios {sorted(unknown)}; known: {SCENARIO_NAMES}")
+        hook = "train_segment" if getattr(cls, "runs_own_loop", False) else "loss"
+        if getattr(cls, hook) is getattr(Method, hook):
+            raise TypeError(f"method {name!r} ({cls.__qualname__}) must define {hook}()")
         cls.name = name
         return METHODS.register(name)(cls)
 
