@@ -6,7 +6,7 @@ the accuracy matrix, full test set), the final average over the last 10 tasks
 (Figure 3's table metric), forgetting, samples per second and storage, all
 read from the Parquet tables the run writes.
 
-    python bench/psp_permuted.py --data-dir ../shared/datasets [--tasks 10] [--out runs/bench/psp_permuted]
+    python bench/psp_permuted.py --data-dir ../shared/datasets [--tasks 10] [--settings authors] [--out DIR]
 """
 
 from __future__ import annotations
@@ -21,24 +21,42 @@ from results.metrics import accuracy_matrix, forgetting, last_k_average
 
 METHODS = ["standard", "psp_binary", "psp_complex", "psp_rotation"]
 
+# --settings authors: what harness/grids/psp.yaml gives each variant, after the authors' configs/paramsuper.py
+# (learned contexts; a bias on complex and rotation layers; complex contexts learned with their modulus)
+AUTHORS_SETTINGS = {
+    "psp_binary": {"learn_contexts": True},
+    "psp_complex": {"learn_contexts": True, "learn_modulus": True, "bias": True},
+    "psp_rotation": {"learn_contexts": True, "bias": True},
+    "psp_onepower": {"learn_contexts": True, "learn_modulus": True, "bias": True},
+    "psp_fast": {"learn_contexts": True, "learn_modulus": True, "bias": True},
+    "psp_fast_localmix": {"learn_contexts": True, "learn_modulus": True, "bias": True},
+}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--tasks", type=int, default=10)
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--backbone", default="fc_1024_1024")
+    parser.add_argument("--backbone", default="fc_1024_1024", help="a preset, or hidden widths: 256,256,256")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--settings", choices=("paper", "authors"), default="paper", help="method settings: defaults, or the authors'"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench/psp_permuted"))
     args = parser.parse_args()
+    backbone = (
+        {"name": "fc", "hidden": [int(w) for w in args.backbone.split(",")]} if "," in args.backbone else args.backbone
+    )
     cells = [
         make_cell(
             method,
             "permuted_mnist",
             "GG",
+            method_settings=AUTHORS_SETTINGS.get(method) if args.settings == "authors" else None,
             stream_settings={"num_tasks": args.tasks, "steps_per_task": args.steps},
-            backbone=args.backbone,
+            backbone=backbone,
             training={"probe_every": 250, "probe_samples": 2000},
             seed=args.seed,
             grid="bench-psp-permuted",

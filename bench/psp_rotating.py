@@ -7,7 +7,7 @@ network that keeps its contexts apart stays flat. Prints, per method, the mean
 run (the oscillation profile), its peak-to-trough swing and mean, and samples
 per second, read from the Parquet evals.
 
-    python bench/psp_rotating.py --data-dir ../shared/datasets [--steps 10000] [--out runs/bench/psp_rotating]
+    python bench/psp_rotating.py --data-dir ../shared/datasets [--steps 10000] [--settings authors] [--out DIR]
 """
 
 from __future__ import annotations
@@ -21,6 +21,17 @@ from harness.grid import make_cell
 
 METHODS = ["standard", "psp_complex", "psp_fast", "psp_fast_localmix"]
 
+# --settings authors: what harness/grids/psp.yaml gives each variant, after the authors' configs/paramsuper.py
+# (learned contexts; a bias on complex and rotation layers; complex contexts learned with their modulus)
+AUTHORS_SETTINGS = {
+    "psp_binary": {"learn_contexts": True},
+    "psp_complex": {"learn_contexts": True, "learn_modulus": True, "bias": True},
+    "psp_rotation": {"learn_contexts": True, "bias": True},
+    "psp_onepower": {"learn_contexts": True, "learn_modulus": True, "bias": True},
+    "psp_fast": {"learn_contexts": True, "learn_modulus": True, "bias": True},
+    "psp_fast_localmix": {"learn_contexts": True, "learn_modulus": True, "bias": True},
+}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -30,6 +41,9 @@ def main() -> None:
     parser.add_argument("--backbone", default="256,256,256", help="hidden widths (the authors' rotating runs)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--settings", choices=("paper", "authors"), default="paper", help="method settings: defaults, or the authors'"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench/psp_rotating"))
     args = parser.parse_args()
     backbone = {"name": "fc", "hidden": [int(w) for w in args.backbone.split(",")]}
@@ -38,6 +52,7 @@ def main() -> None:
             method,
             args.stream,
             "GG",
+            method_settings=AUTHORS_SETTINGS.get(method) if args.settings == "authors" else None,
             stream_settings={"total_steps": args.steps},
             backbone=backbone,
             training={"probe_every": 100, "probe_samples": 0, "eval_every_segments": 10},

@@ -59,7 +59,7 @@ def report(cells: list, args: argparse.Namespace, label: str) -> None:
         last = mine[mine.segment == mine.segment.max()]
         matrix = accuracy_matrix(evals, c.cell_id)
         inference = last[last.metric == "task_inference_accuracy"].value
-        masks = last[last.metric == "masks"].value
+        masks = last[last.metric == "diagnostic:masks"].value
         print(
             f"  {c.method:9s} {c.scenario:8s} {str(settings):44s} {np.nanmean(matrix[-1]):9.4f} "
             f"{(inference.mean() if len(inference) else float('nan')):15.4f} "

@@ -140,6 +140,23 @@ def _check_backbone(method: str, cls: Any, backbone: Any, where: str) -> None:
         )
 
 
+def _check_loss_outputs(method: str, cls: Any, scenario: str, training: TrainingConfig, where: str) -> None:
+    """A training-loss protocol other than "all" needs GNu's k*l outputs and a method that implements it."""
+    rule = training.loss_outputs
+    if rule == "all":
+        return
+    if scenario != "GNu":
+        raise ConfigError(
+            f"{where}: training loss_outputs {rule!r} applies to GNu (k*l-way labels) only, not {scenario}; "
+            "use 'all' there"
+        )
+    if rule not in cls.loss_outputs:
+        raise ConfigError(
+            f"{where}: method {method} does not support training loss_outputs {rule!r} "
+            f"(it supports {', '.join(sorted(cls.loss_outputs))})"
+        )
+
+
 def _check_available(method: str, cls: Any, where: str) -> None:
     problem = cls.unavailable()
     if problem:
@@ -268,6 +285,7 @@ def _expand_experiment(grid: str, where: str, spec: dict[str, Any], filters: Fil
                     f"{where}: method {method_name} does not support scenario {scenario.value} "
                     f"(it supports {', '.join(sorted(cls.scenarios))})"
                 )
+            _check_loss_outputs(method_name, cls, scenario.value, training, where)
         for backbone in backbones:
             _check_backbone(method_name, cls, backbone, where)
 
@@ -355,6 +373,8 @@ def make_cell(
     spec = parse_backbone(backbone, where)
     _check_backbone(method, method_cls, spec, where)
     _check_available(method, method_cls, where)
+    training_config = parse_config(TrainingConfig, training, f"{where}, training")
+    _check_loss_outputs(method, method_cls, scenario_value, training_config, where)
     return _cell(
         grid,
         "",
@@ -365,6 +385,6 @@ def make_cell(
         parse_config(stream_cls.Config, stream_settings, f"{where}, stream"),
         scenario_value,
         spec,
-        parse_config(TrainingConfig, training, f"{where}, training"),
+        training_config,
         seed,
     )

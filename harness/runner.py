@@ -28,6 +28,7 @@ from harness.cells import Cell
 from harness.config import parse_config
 from methods import METHODS
 from methods.base import BuildContext, LabelSpace, Method, SegmentData, TrainableParams, trainable
+from results.schema import DIAGNOSTIC_PREFIX
 from scenarios import RULES, STREAMS, Scenario
 from scenarios.streams import Segment, Stream
 from scenarios.taxonomy import Rules, to_label_space
@@ -48,6 +49,9 @@ class TrainingConfig:
     eval_batch_size: int = field(default=128, metadata={"min": 1})  # task inference runs once per test batch
     eval_samples: int = field(default=0, metadata={"min": 0})  # test examples per task in the matrix (0: all)
     eval_every_segments: int = field(default=1, metadata={"min": 1})  # matrix rows every N segments (and the last)
+    # GNu's training loss: over every k*l output ("all", the harness default), the classes of the tasks seen so far
+    # ("seen": van de Ven & Tolias 2019's active classes), or the current task's ("current"). Methods.base.LOSS_OUTPUTS
+    loss_outputs: Literal["all", "seen", "current"] = "all"
 
     def __post_init__(self) -> None:
         if self.optimizer == "adam" and self.momentum:
@@ -194,6 +198,7 @@ class Loop:
             input_shape=self.stream.input_shape,
             device=self.device,
             seed=cell.seed,
+            loss_outputs=self.training.loss_outputs,
         )
         self.module = self.method.build(context).to(self.device)
         self.module.train()
@@ -278,7 +283,7 @@ class Loop:
                 self.record(segment.index, task, metric, value, n)
         self.record(segment.index, -1, "storage_bytes", sum(self.method.storage().values()), 0)
         for name, value in self.method.diagnostics().items():
-            self.record(segment.index, -1, name, value, 0)
+            self.record(segment.index, -1, DIAGNOSTIC_PREFIX + name, value, 0)
         self.module.train()
         self.clock.end_eval()
 

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from harness.registry import Registry
 
 SCENARIO_NAMES = ("GG", "GNs", "GNu", "NNs")
+LOSS_OUTPUTS = ("all", "seen", "current")  # which outputs a GNu training loss sees (the training config's loss_outputs)
 BACKBONE_KINDS = ("fc", "conv")  # what a kit builds: linear layers only, or convolutional ones too
 
 
@@ -141,6 +142,38 @@ class BuildContext:
     input_shape: tuple[int, ...]
     device: torch.device
     seed: int
+    loss_outputs: str = "all"  # one of LOSS_OUTPUTS; only a method that declares it in loss_outputs gets another
+
+
+class TrainingOutputs:
+    """The outputs a k*l-way training loss may see, by the protocol's ``loss_outputs`` (GNu only).
+
+    ``all``: every output, classes of tasks not yet seen included. ``seen``: the classes of the tasks seen so far
+    (van de Ven & Tolias 2019's "active classes", their class-incremental protocol). ``current``: the current
+    task's classes only. Other outputs get a logit of -inf, so they take no probability and no gradient, the
+    same as slicing them away. The mask changes only when a new task arrives, so no step syncs with the device.
+    """
+
+    def __init__(self, labels: LabelSpace, rule: str) -> None:
+        if rule not in LOSS_OUTPUTS:
+            raise ValueError(f"loss_outputs must be one of {', '.join(LOSS_OUTPUTS)}, got {rule!r}")
+        self.labels = labels
+        self.rule = rule
+        self.seen: set[int] = set()
+        self.task: int | None = None
+        self.mask: Tensor | None = None
+
+    def restrict(self, logits: Tensor, task: int | None) -> Tensor:
+        if self.rule == "all" or self.labels.shared or task is None:
+            return logits
+        if self.mask is None or task != self.task or task not in self.seen:
+            self.seen.add(task)
+            self.task = task
+            tasks = sorted(self.seen) if self.rule == "seen" else [task]
+            mask = torch.zeros(self.labels.num_tasks, self.labels.classes_per_task, dtype=torch.bool)
+            mask[tasks] = True
+            self.mask = mask.flatten().to(logits.device)
+        return logits.masked_fill(~self.mask, float("-inf"))
 
 
 @dataclass
@@ -160,6 +193,7 @@ class Method(ABC):
     scenarios: ClassVar[frozenset[str]]
     backbones: ClassVar[frozenset[str]] = frozenset(BACKBONE_KINDS)  # the backbone kinds its layer kit can build
     runs_own_loop: ClassVar[bool] = False  # True: train_segment runs the steps instead of the runner's loss/backward
+    loss_outputs: ClassVar[frozenset[str]] = frozenset({"all"})  # the GNu training-loss protocols it implements
 
     @classmethod
     def unavailable(cls) -> str | None:

@@ -11,10 +11,22 @@ with the number of tasks; the reported loss differs by a constant only.
 Online EWC (Schwarz et al. 2018, "Progress & Compress") keeps one running
 Fisher ``A <- gamma * A + F_t`` anchored at the latest task's weights.
 
-The Fisher is the mean of squared per-example gradients of the log-likelihood,
-with labels sampled from the model's own predictive distribution (the true
-Fisher, as in Kirkpatrick et al.) or, with ``fisher_labels: empirical``, the
-data's labels. For a linear layer the sum of squared per-example gradients is
+The Fisher is the mean of squared per-example gradients of the log-likelihood
+over ``fisher_samples`` training examples of the finished task, drawn at
+random with replacement, with labels sampled from the model's own predictive
+distribution (the true Fisher, as in Kirkpatrick et al.), the model's most
+probable label (``fisher_labels: predicted``, van de Ven & Tolias 2019's
+code), or the data's labels (``empirical``). The log-likelihood is over the
+outputs the training loss sees (the protocol's ``loss_outputs``: in
+van de Ven & Tolias' class-incremental runs, the classes seen so far).
+
+Against van de Ven & Tolias' code (GMvandeVen/continual-learning, branch
+``preprints``, ``estimate_fisher``), with their class-incremental settings
+(``fisher_samples: 60000``, ``fisher_labels: predicted``): they take one pass
+over the training set at batch 1, without replacement, and divide the sum by
+the number of examples minus one; and their online EWC multiplies the running
+Fisher by gamma once more inside the penalty. Neither matters at their
+gamma = 1 and 60,000 examples. For a linear layer the sum of squared per-example gradients is
 ``(delta^2)^T (x^2)`` (delta: the gradient at the layer's output, x: its
 input), one matmul per batch; networks with other parameterised layers fall
 back to per-example gradients with ``torch.func.vmap``.
@@ -45,7 +57,8 @@ class EWCConfig:
     online: bool = False  # False: offline EWC (one penalty per task); True: online EWC
     gamma: float = field(default=1.0, metadata={"min": 0.0, "max": 1.0})  # online EWC: decay of the old Fisher
     fisher_samples: int = field(default=1024, metadata={"min": 1})  # examples of the finished task for its Fisher
-    fisher_labels: Literal["sampled", "empirical"] = "sampled"  # labels drawn from the model, or the data's
+    # labels drawn from the model's distribution, its most probable label (van de Ven & Tolias), or the data's
+    fisher_labels: Literal["sampled", "predicted", "empirical"] = "sampled"
 
 
 @register_method("ewc")
@@ -63,7 +76,7 @@ class EWC(Standard):
         return net
 
     def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
-        loss = F.cross_entropy(self.net(x), y)
+        loss = F.cross_entropy(self.training_logits(x, task), y)
         if not self.consolidated:
             return loss
         return loss + quadratic_penalty(
@@ -72,7 +85,7 @@ class EWC(Standard):
 
     def end_segment(self, task: int | None, replay: ReplaySampler | None) -> None:
         assert replay is not None
-        fisher = self._fisher(replay)
+        fisher = self._fisher(replay, task)
         params = [p.detach() for p in self.net.parameters()]
         with torch.no_grad():
             for a, m, f, p in zip(self.importance, self.anchor, fisher, params):
@@ -86,7 +99,7 @@ class EWC(Standard):
                     a.copy_(total)
         self.consolidated = True
 
-    def _fisher(self, replay: ReplaySampler) -> list[Tensor]:
+    def _fisher(self, replay: ReplaySampler, task: int | None) -> list[Tensor]:
         was_training = self.net.training
         self.net.eval()
         linear_only = all(
@@ -97,17 +110,24 @@ class EWC(Standard):
         remaining = self.config.fisher_samples
         while remaining > 0:
             x, y = replay(min(FISHER_CHUNK, remaining))
-            if self.config.fisher_labels == "sampled":
+            if self.config.fisher_labels != "empirical":
                 with torch.no_grad():
-                    y = torch.distributions.Categorical(logits=self.net(x)).sample()
-            chunk = self._linear_squared_grads(x, y) if linear_only else self._vmap_squared_grads(x, y)
+                    logits = self.outputs.restrict(self.net(x), task)
+                    if self.config.fisher_labels == "sampled":
+                        y = torch.distributions.Categorical(logits=logits).sample()
+                    else:
+                        y = logits.argmax(1)
+            if linear_only:
+                chunk = self._linear_squared_grads(x, y, task)
+            else:
+                chunk = self._vmap_squared_grads(x, y, task)
             for n, value in chunk.items():
                 sums[n] += value
             remaining -= len(x)
         self.net.train(was_training)
         return [sums[n] / self.config.fisher_samples for n, _ in self.net.named_parameters()]
 
-    def _linear_squared_grads(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    def _linear_squared_grads(self, x: Tensor, y: Tensor, task: int | None) -> dict[str, Tensor]:
         """Sum over the batch of squared per-example gradients, for a network whose weights are all in nn.Linear."""
         inputs: dict[torch.nn.Module, Tensor] = {}
         outputs: dict[torch.nn.Module, Tensor] = {}
@@ -119,7 +139,8 @@ class EWC(Standard):
         linears = [m for m in self.net.modules() if isinstance(m, torch.nn.Linear)]
         handles = [m.register_forward_hook(keep) for m in linears]
         try:
-            loss = F.cross_entropy(self.net(x), y, reduction="sum")  # example i's loss reaches only its own row
+            logits = self.outputs.restrict(self.net(x), task)
+            loss = F.cross_entropy(logits, y, reduction="sum")  # example i's loss reaches only its own row
         finally:
             for handle in handles:
                 handle.remove()
@@ -133,11 +154,12 @@ class EWC(Standard):
                 result[names[module.bias]] = delta_sq.sum(0)
         return result
 
-    def _vmap_squared_grads(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    def _vmap_squared_grads(self, x: Tensor, y: Tensor, task: int | None) -> dict[str, Tensor]:
         params = {n: p.detach() for n, p in self.net.named_parameters()}
 
         def example_loss(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-            return F.cross_entropy(functional_call(self.net, params, (x.unsqueeze(0),)), y.unsqueeze(0))
+            logits = self.outputs.restrict(functional_call(self.net, params, (x.unsqueeze(0),)), task)
+            return F.cross_entropy(logits, y.unsqueeze(0))
 
         grads = vmap(grad(example_loss), in_dims=(None, 0, 0))(params, x, y)
         return {n: g.square().sum(0) for n, g in grads.items()}

@@ -22,14 +22,28 @@ Choices where the paper is silent, following the authors' public code:
 - Complex networks pass the nonlinearity part by part,
   ``relu(Re z) + i relu(Im z)``; the first layer's input is real (imaginary
   part 0); the logits are the real part of the last layer's output.
-- Contexts bind every layer, the output layer included. Layers have no bias,
-  as in eq. 7 and Table 1.
+- Contexts bind every layer, the output layer included. Layers have no bias by
+  default, as in eq. 7 and Table 1; ``bias: true`` adds a real bias to every
+  layer's output (to the real part of a complex one), initialised at 0, as the
+  authors' code does for its complex (``models/linear/complx.py``,
+  ``HashLinear``: ``r_a + self.bias``) and rotation (``models/linear/real.py``,
+  ``RotateLinear``) layers; their binary layer (``BinaryHashLinear``) holds a
+  bias it never adds, i.e. none.
 - Real weights start Xavier-normal; complex weights take a Xavier-normal
   magnitude and a uniform phase.
-- The authors' configs learn the contexts; here they are fixed random by
-  default, as the paper describes them, and ``learn_contexts: true`` makes them
-  parameters (binary: real-valued, starting at +-1; complex: the phases;
-  rotation: the matrices, starting orthogonal).
+- The authors' configs learn the contexts (``configs/paramsuper.py``:
+  ``learn_key = True``); here they are fixed random by default, as the paper
+  describes them, and ``learn_contexts: true`` makes them parameters (binary:
+  real-valued, starting at +-1; complex: the phases; rotation: the matrices,
+  starting orthogonal, not kept orthogonal, as in ``RotateLinear``). For the
+  complex variants ``learn_modulus: true`` (with ``learn_contexts``) learns each
+  context's real and imaginary parts instead of its phases, so its modulus may
+  leave 1, as the authors' ``HashLinear`` keeps its context ``o`` as a free
+  complex parameter; one-power then uses the base context's modulus with
+  ``(k+1)`` times its phase (their ``pick_key(..., 'one_power')``), the local mix
+  the mean modulus over all contexts (their ``'local_mix'``).
+- One-power numbers tasks from 1 as eq. 6 does (task k uses ``c^(k+1)``); the
+  authors' ``'one_power'`` key uses ``c^k``, so their task 0 is unbound.
 - Fixed contexts are regenerated from the cell's seed, one seed per layer and
   context, never trained or saved; ``storage()`` still counts them as Table 1
   does, so that bytes compare with the paper.
@@ -103,30 +117,45 @@ class PhaseBank(ContextBank):
 
     complex_valued = True
 
-    def __init__(self, size: int, count: int, seed: int, learn: bool, local_mix: bool = False) -> None:
+    def __init__(
+        self, size: int, count: int, seed: int, learn: bool, local_mix: bool = False, learn_modulus: bool = False
+    ) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         phases = (torch.rand(count, size, generator=g) * 2 - 1) * math.pi
         self.size = size
         self.local_mix = local_mix
-        if learn:
+        self.cartesian = learn and learn_modulus  # the context itself is the parameter: modulus free
+        if self.cartesian:
+            self.values = nn.Parameter(torch.polar(torch.ones_like(phases), phases))
+        elif learn:
             self.phases = nn.Parameter(phases)
         else:
             self.register_buffer("phases", phases, persistent=False)
 
+    def all_phases(self) -> Tensor:
+        return self.values.angle() if self.cartesian else self.phases
+
     def phase(self, index: Index) -> Tensor:
+        phases = self.all_phases()
         if not self.local_mix:
-            return self.phases[index]
-        count = len(self.phases)
+            return phases[index]
+        count = len(phases)
         neighbours = [(index - 1) % count, index % count, (index + 1) % count]
-        return self.phases[neighbours].mean(0)
+        return phases[neighbours].mean(0)
+
+    def context(self, index: Index) -> Tensor:
+        if self.cartesian and not self.local_mix:
+            return self.values[index]
+        phase = self.phase(index)
+        modulus = self.values.abs().mean(0) if self.cartesian else torch.ones_like(phase)
+        return torch.polar(modulus, phase)
 
     def bind(self, x: Tensor, index: Index) -> Tensor:
-        phase = self.phase(index)
-        return x * torch.polar(torch.ones_like(phase), phase)
+        return x * self.context(index)
 
     def bytes_for(self, indices: set[Index]) -> int:
-        return len(indices) * self.size * 4  # M phases (float32) each
+        return len(indices) * self.size * (8 if self.cartesian else 4)  # M phases (float32) each, or M complex64
 
 
 class OnePowerBank(ContextBank):
@@ -134,22 +163,28 @@ class OnePowerBank(ContextBank):
 
     complex_valued = True
 
-    def __init__(self, size: int, count: int, seed: int, learn: bool) -> None:
+    def __init__(self, size: int, count: int, seed: int, learn: bool, learn_modulus: bool = False) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         base = (torch.rand(size, generator=g) * 2 - 1) * math.pi
         self.size = size
-        if learn:
+        self.cartesian = learn and learn_modulus
+        if self.cartesian:  # the base context is the parameter; its power keeps its modulus, as in 'one_power'
+            self.values = nn.Parameter(torch.polar(torch.ones_like(base), base))
+        elif learn:
             self.base = nn.Parameter(base)
         else:
             self.register_buffer("base", base, persistent=False)
 
     def bind(self, x: Tensor, index: Index) -> Tensor:
+        if self.cartesian:
+            return x * torch.polar(self.values.abs(), (index + 1) * self.values.angle())
         phase = (index + 1) * self.base
         return x * torch.polar(torch.ones_like(phase), phase)
 
     def bytes_for(self, indices: set[Index]) -> int:
-        return self.size * 4 + len(indices) * 4  # M phases once, then one number (the power) per task
+        base = self.size * (8 if self.cartesian else 4)
+        return base + len(indices) * 4  # M phases (or M complex numbers) once, then one number (the power) per task
 
 
 class RotationBank(ContextBank):
@@ -184,10 +219,17 @@ class RotationBank(ContextBank):
 
 
 class PSPLinear(nn.Module):
-    """``y = W (c(k) * x)``: a bias-free linear map whose input is bound to the current context (eq. 7)."""
+    """``y = W (c(k) * x)`` (+ b): a linear map whose input is bound to the current context (eq. 7).
 
-    def __init__(self, in_features: int, out_features: int, bank: ContextBank, state: ContextState) -> None:
+    ``bias`` adds a real, shared (not per-context) bias initialised at 0 to the output, to its real part when
+    complex, as the authors' ``HashLinear`` and ``RotateLinear`` do; the paper's eq. 7 has none (the default).
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, bank: ContextBank, state: ContextState, bias: bool = False
+    ) -> None:
         super().__init__()
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.bank = bank
         self.state = state
         magnitude = nn.init.xavier_normal_(torch.empty(out_features, in_features))
@@ -200,7 +242,8 @@ class PSPLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.bank.complex_valued and not x.is_complex():
             x = x.to(torch.complex64)
-        return F.linear(self.bank.bind(x, self.state.index), self.weight)
+        out = F.linear(self.bank.bind(x, self.state.index), self.weight)
+        return out if self.bias is None else out + self.bias  # a real bias shifts the real part only
 
 
 class PSPConv2d(nn.Module):
@@ -211,9 +254,9 @@ class PSPConv2d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int,
-                 bank: ContextBank, state: ContextState) -> None:  # fmt: skip
+                 bank: ContextBank, state: ContextState, bias: bool = False) -> None:  # fmt: skip
         super().__init__()
-        self.inner = PSPLinear(in_channels * kernel_size * kernel_size, out_channels, bank, state)
+        self.inner = PSPLinear(in_channels * kernel_size * kernel_size, out_channels, bank, state, bias)
         self.shape = (out_channels, in_channels, kernel_size, kernel_size)
         self.stride, self.padding = stride, padding
 
@@ -222,7 +265,9 @@ class PSPConv2d(nn.Module):
         if bank.complex_valued and not x.is_complex():
             x = x.to(torch.complex64)
         kernel = bank.bind(self.inner.weight, state.index).reshape(self.shape)
-        return F.conv2d(x, kernel, stride=self.stride, padding=self.padding)
+        bias = self.inner.bias
+        out = F.conv2d(x, kernel, stride=self.stride, padding=self.padding)
+        return out if bias is None else out + bias[:, None, None]
 
 
 class ContextBatchNorm(nn.Module):
@@ -268,15 +313,17 @@ class SplitReLU(nn.Module):
 class PSPKit:
     """The layer kit of a PSP network: every linear layer gets its own context bank from ``make_bank``."""
 
-    def __init__(self, make_bank, state: ContextState, per_context_norm: bool = True) -> None:  # noqa: ANN001
+    def __init__(self, make_bank, state: ContextState, per_context_norm: bool = True, bias: bool = False) -> None:  # noqa: ANN001
         self.make_bank = make_bank
+        self.bias = bias
         self.state = state
         self.per_context_norm = per_context_norm
         self.layers: list[PSPLinear] = []  # every weight, the convolutions' included
         self.norms: list[ContextBatchNorm] = []
 
     def linear(self, in_features: int, out_features: int) -> nn.Module:
-        layer = PSPLinear(in_features, out_features, self.make_bank(in_features, len(self.layers)), self.state)
+        bank = self.make_bank(in_features, len(self.layers))
+        layer = PSPLinear(in_features, out_features, bank, self.state, self.bias)
         self.layers.append(layer)
         return layer
 
@@ -285,7 +332,7 @@ class PSPKit:
 
     def conv2d(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> nn.Module:
         bank = self.make_bank(in_channels * kernel_size * kernel_size, len(self.layers))
-        layer = PSPConv2d(in_channels, out_channels, kernel_size, stride, padding, bank, self.state)
+        layer = PSPConv2d(in_channels, out_channels, kernel_size, stride, padding, bank, self.state, self.bias)
         self.layers.append(layer.inner)
         return layer
 
@@ -298,11 +345,22 @@ class PSPKit:
 @dataclass(frozen=True)
 class PSPConfig:
     learn_contexts: bool = False  # fixed random contexts (the paper), or trainable ones (the authors' configs)
+    bias: bool = False  # a real bias on every layer's output, 0 at the start (the authors' complex and rotation layers)
 
 
 @dataclass(frozen=True)
-class PSPFastConfig:
-    learn_contexts: bool = False
+class PSPComplexConfig(PSPConfig):
+    # with learn_contexts: learn each context's real and imaginary parts, modulus free (the authors' HashLinear),
+    # instead of its phases alone
+    learn_modulus: bool = False
+
+    def __post_init__(self) -> None:
+        if self.learn_modulus and not self.learn_contexts:
+            raise ValueError("learn_modulus: true needs learn_contexts: true (fixed contexts have modulus 1)")
+
+
+@dataclass(frozen=True)
+class PSPFastConfig(PSPComplexConfig):
     period: int = field(default=1000, metadata={"min": 1})  # steps in one cycle: a context per step, reused each cycle
 
 
@@ -332,7 +390,7 @@ class PSP(Method):
             return self.make_bank(size, count, layer_seed(context.seed, layer, self.name), learn)
 
         torch.manual_seed(layer_seed(context.seed, 0, "weights"))
-        kit = PSPKit(bank, self.state, self.per_context_norm)
+        kit = PSPKit(bank, self.state, self.per_context_norm, self.config.bias)  # type: ignore[attr-defined]
         backbone = context.make_backbone(kit)
         self.net = nn.Sequential(backbone.trunk, kit.linear(backbone.feature_dim, context.label_space.num_outputs))
         self.layers = kit.layers
@@ -367,6 +425,8 @@ class PSP(Method):
             "weights": tensor_bytes(layer.weight for layer in self.layers),
             "contexts": sum(layer.bank.bytes_for(self.used) for layer in self.layers),
         }
+        if self.config.bias:  # type: ignore[attr-defined]
+            parts["biases"] = tensor_bytes(layer.bias for layer in self.layers if layer.bias is not None)
         if self.norms:
             parts["norm_statistics"] = sum(norm.nbytes() for norm in self.norms)
         return parts
@@ -379,7 +439,11 @@ class PSPBinary(PSP):
 
 @register_method("psp_complex")
 class PSPComplex(PSP):
+    Config = PSPComplexConfig
     bank = PhaseBank
+
+    def make_bank(self, size: int, count: int, seed: int, learn: bool) -> ContextBank:
+        return PhaseBank(size, count, seed, learn, learn_modulus=self.config.learn_modulus)  # type: ignore[attr-defined]
 
 
 @register_method("psp_rotation")
@@ -390,7 +454,11 @@ class PSPRotation(PSP):
 
 @register_method("psp_onepower")
 class PSPOnePower(PSP):
+    Config = PSPComplexConfig
     bank = OnePowerBank
+
+    def make_bank(self, size: int, count: int, seed: int, learn: bool) -> ContextBank:
+        return OnePowerBank(size, count, seed, learn, learn_modulus=self.config.learn_modulus)  # type: ignore[attr-defined]
 
 
 @register_method("psp_fast")
@@ -408,7 +476,7 @@ class PSPFast(PSP):
         return self.config.period
 
     def make_bank(self, size: int, count: int, seed: int, learn: bool) -> ContextBank:
-        return PhaseBank(size, count, seed, learn, local_mix=self.local_mix)
+        return PhaseBank(size, count, seed, learn, local_mix=self.local_mix, learn_modulus=self.config.learn_modulus)
 
     def build(self, context: BuildContext) -> nn.Module:
         self.step = 0

@@ -7,11 +7,15 @@ the task ends, ``Omega_k += w_k / (Delta_k^2 + xi)`` with ``Delta_k`` the
 parameter's total change over the task (eq. 5), and later tasks pay the
 surrogate loss ``c * sum_k Omega_k (theta_k - theta~_k)^2`` (eq. 4).
 
-The runner's gradient is of the total loss; the penalty's share,
-``2c Omega (theta_prev - theta~)``, is subtracted to recover the task gradient,
-as the authors' code integrates the unregularised gradient. The penalty's
-forward pass keeps ``Omega (theta_prev - theta~)`` for this, so it is not
-computed twice. As there, the accumulated Omega is clamped at zero (a relu).
+The runner's gradient is of the total loss; by default (``path_gradient:
+task``) the penalty's share, ``2c Omega (theta_prev - theta~)``, is subtracted
+to recover the task gradient, as Zenke et al.'s code integrates the
+unregularised gradient, and the accumulated Omega is clamped at zero (a relu),
+as there. The penalty's forward pass keeps ``Omega (theta_prev - theta~)`` for
+this, so it is not computed twice. van de Ven & Tolias' code (the SI numbers
+SupSup quotes; GMvandeVen/continual-learning, branch ``preprints``,
+``train.py`` and ``update_omega``) integrates the gradient of the total loss
+and does not clamp: ``path_gradient: total, clamp_omega: false``.
 Every snapshot is a copy of the weights, never a view of them (a view would
 follow the weights and make every delta zero). The per-step update uses
 ``torch._foreach`` ops, one kernel per operation over all parameters, and no
@@ -21,6 +25,7 @@ temporaries: the step's change is formed in the snapshot's own buffer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +43,9 @@ class SIConfig:
     # c = 1 gave the best average accuracy on 3-task PermutedMNIST, LeNet 300-100 (0.924; standard 0.912).
     c: float = field(default=1.0, metadata={"min": 0.0})
     xi: float = field(default=0.1, metadata={"min": 0.0})  # damping xi in eq. 5, as the authors' PermutedMNIST runs
+    # the gradient the path integral takes: of the task loss alone (Zenke et al.) or of the total loss (van de Ven)
+    path_gradient: Literal["task", "total"] = "task"
+    clamp_omega: bool = True  # Omega clamped at zero after each task (Zenke et al.'s code); van de Ven does not
 
     def __post_init__(self) -> None:
         if self.xi <= 0:
@@ -70,7 +78,7 @@ class SI(Standard):
                 prev.copy_(p)
 
     def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
-        loss = F.cross_entropy(self.net(x), y)
+        loss = F.cross_entropy(self.training_logits(x, task), y)
         if not self.consolidated:
             return loss
         return loss + quadratic_penalty(self.params, self.omega, self.anchor, self.config.c, keep=self.penalty_terms)
@@ -84,7 +92,7 @@ class SI(Standard):
         torch._foreach_sub_(previous, params)  # now minus this step's change, -delta
         # w += -g_task * delta, with g_task = g - 2c Omega (theta_prev - theta~): the penalty's share taken out
         torch._foreach_addcmul_(path, [self.params[i].grad for i in live], previous, value=1.0)
-        if self.consolidated:
+        if self.consolidated and self.config.path_gradient == "task":
             terms = [self.penalty_terms[i] for i in live]
             torch._foreach_addcmul_(path, terms, previous, value=-2 * self.config.c)
         torch._foreach_copy_(previous, params)
@@ -92,7 +100,9 @@ class SI(Standard):
     @torch.no_grad()
     def end_segment(self, task: int | None, replay: ReplaySampler | None) -> None:
         for p, start, w, o, a in zip(self.params, self.task_start, self.path, self.omega, self.anchor):
-            o.add_(w / ((p - start).square() + self.config.xi)).clamp_(min=0.0)
+            o.add_(w / ((p - start).square() + self.config.xi))
+            if self.config.clamp_omega:
+                o.clamp_(min=0.0)
             a.copy_(p)
             w.zero_()
         self.consolidated = True

@@ -8,7 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import SCENARIO_NAMES, BuildContext, Method, Prediction, TorchKit, register_method, tensor_bytes
+from methods.base import (
+    LOSS_OUTPUTS,
+    SCENARIO_NAMES,
+    BuildContext,
+    Method,
+    Prediction,
+    TorchKit,
+    TrainingOutputs,
+    register_method,
+    tensor_bytes,
+)
 
 
 @dataclass(frozen=True)
@@ -21,15 +31,21 @@ class Standard(Method):
     version = "1"
     Config = StandardConfig
     scenarios = frozenset(SCENARIO_NAMES)
+    loss_outputs = frozenset(LOSS_OUTPUTS)
 
     def build(self, context: BuildContext) -> nn.Module:
         kit = TorchKit()
         backbone = context.make_backbone(kit)
         self.net = nn.Sequential(backbone.trunk, kit.linear(backbone.feature_dim, context.label_space.num_outputs))
+        self.outputs = TrainingOutputs(context.label_space, context.loss_outputs)
         return self.net
 
+    def training_logits(self, x: Tensor, task: int | None) -> Tensor:
+        """The logits the training loss sees: every output, or those the protocol's ``loss_outputs`` keeps."""
+        return self.outputs.restrict(self.net(x), task)
+
     def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
-        return F.cross_entropy(self.net(x), y)
+        return F.cross_entropy(self.training_logits(x, task), y)
 
     @torch.no_grad()
     def predict(self, x: Tensor, task: int | None) -> Prediction:

@@ -28,7 +28,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from results.metrics import accuracy_matrix, backward_transfer, forgetting
+from results.metrics import (
+    accuracy_matrix,
+    backward_transfer,
+    backward_transfer_is_approximate,
+    final_row,
+    forgetting,
+)
+from results.protocol import describe_protocol, protocol_differences, protocol_of
 from results.references import REFERENCES, Reference, references_for
 from results.store import write_text_atomic
 
@@ -122,8 +129,8 @@ def cell_metrics(tables: Tables) -> pd.DataFrame:
     rows = []
     for run in ok.to_dict("records"):
         evals = by_cell.get(run["cell_id"], pd.DataFrame(columns=["metric", "segment", "eval_task", "value", "step"]))
-        matrix = _evaluated_rows(accuracy_matrix(evals))
-        final = matrix[-1] if len(matrix) else np.array([])
+        matrix = accuracy_matrix(evals)  # one row per segment: a sparse schedule leaves rows empty, never shifts them
+        final = final_row(matrix)
         inference = evals[evals["metric"] == "task_inference_accuracy"]
         if not inference.empty:
             inference = inference[inference["segment"] == inference["segment"].max()]
@@ -136,6 +143,8 @@ def cell_metrics(tables: Tables) -> pd.DataFrame:
                 "accuracy": float(np.nanmean(final)) if np.isfinite(final).any() else float("nan"),
                 "forgetting": _nan_safe(forgetting, matrix),
                 "backward_transfer": _nan_safe(backward_transfer, matrix),
+                "backward_transfer_approximate": bool(matrix.size) and backward_transfer_is_approximate(matrix),
+                "protocol": protocol_of(run),
                 "task_inference": float(inference["value"].mean()) if not inference.empty else float("nan"),
                 "storage_bytes": float(run.get("storage_bytes") or float("nan")),
                 "samples_per_second": float(run.get("samples_per_second") or float("nan")),
@@ -145,13 +154,6 @@ def cell_metrics(tables: Tables) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
-
-def _evaluated_rows(matrix: np.ndarray) -> np.ndarray:
-    """The matrix without the rows of segments that were not evaluated (eval_every_segments > 1)."""
-    if not matrix.size:
-        return matrix
-    return matrix[np.isfinite(matrix).any(axis=1)]
 
 
 def _average_over_tasks(evals: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -194,6 +196,15 @@ class Row:
     stats: dict[str, tuple[float, float, float]]  # column -> (mean, low, high)
     references: list[Reference]
     tags: list[str]
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def protocol_text(self) -> str:
+        return describe_protocol(self.protocol)
+
+    @property
+    def backward_transfer_approximate(self) -> bool:
+        return bool(self.cells["backward_transfer_approximate"].any())
 
     @property
     def seeds(self) -> int:
@@ -263,8 +274,13 @@ def build_sections(cells: pd.DataFrame) -> list[Section]:
                 stream, scenario, first["method"], _settings(first["method_config"]), first["backbone_label"]
             )
             version = str(first["method_version"])
-            rows.append(Row(label, first["method"], version, first["backbone_label"], group, stats, references, tags))
-        rows.sort(key=lambda r: (r.backbone, -np.nan_to_num(r.stats["accuracy"][0], nan=-1.0), r.label))
+            row = Row(label, first["method"], version, first["backbone_label"], group, stats, references, tags)
+            row.protocol = dict(first["protocol"])
+            rows.append(row)
+        # rows of one protocol are ranked together, never against another protocol's
+        rows.sort(
+            key=lambda r: (r.protocol_text, r.backbone, -np.nan_to_num(r.stats["accuracy"][0], nan=-1.0), r.label)
+        )
         sections.append(Section(str(stream), str(scenario), rows))
     return sections
 
@@ -307,6 +323,13 @@ def _cell_text(stats: tuple[float, float, float], kind: str) -> str:
     return text
 
 
+def _metric_text(row: Row, column: str, kind: str) -> str:
+    text = _cell_text(row.stats[column], kind)
+    if column == "backward_transfer" and row.backward_transfer_approximate and text != "–":
+        text = "≈ " + text  # some task was first evaluated later than right after its segment
+    return text
+
+
 def _published(row: Row) -> tuple[str, str]:
     """Text of the published accuracy (and bytes) beside ours, and the difference in points."""
     accuracy = [r for r in row.references if r.metric == "accuracy"]
@@ -318,6 +341,10 @@ def _published(row: Row) -> tuple[str, str]:
     text = f"{100 * reference.value:.2f} ({reference.label}, after {reference.tasks} tasks)"
     if tasks != reference.tasks:
         text += f"; ours after {tasks}"
+    other = protocol_differences(row.protocol, reference.required_protocol())
+    if other:  # another protocol: shown, never compared
+        wanted = ", ".join(f"{name}={json.dumps(value)}" for name, (_, value) in sorted(other.items()))
+        return f"{text}; under another protocol ({wanted})", "other protocol"
     if not np.isfinite(ours):
         return text, ""
     difference = 100 * (ours - reference.value)
@@ -326,7 +353,8 @@ def _published(row: Row) -> tuple[str, str]:
 
 
 def _columns() -> list[str]:
-    return ["method", "backbone", "tags", "seeds", *[heading for _, heading, _ in METRICS], "published", "ours − paper"]
+    headings = [heading for _, heading, _ in METRICS]
+    return ["method", "backbone", "protocol", "tags", "seeds", *headings, "published", "ours − paper"]
 
 
 def _row_cells(row: Row) -> list[str]:
@@ -334,9 +362,10 @@ def _row_cells(row: Row) -> list[str]:
     return [
         row.label,
         row.backbone,
+        row.protocol_text,
         ", ".join(row.tags),
         str(row.seeds),
-        *[_cell_text(row.stats[column], kind) for column, _, kind in METRICS],
+        *[_metric_text(row, column, kind) for column, _, kind in METRICS],
         published,
         difference,
     ]
@@ -405,7 +434,7 @@ def plot_section(section: Section, folder: Path, prefix: str) -> None:
             continue
         figure, axes = plt.subplots(figsize=(4, 3.4))
         image = axes.imshow(100 * matrix, vmin=0, vmax=100, cmap="viridis", aspect="auto", interpolation="nearest")
-        axes.set(xlabel="task", ylabel="evaluation", title=_short(row.label, 48))
+        axes.set(xlabel="task", ylabel="segment (empty rows: not evaluated)", title=_short(row.label, 48))
         figure.colorbar(image, ax=axes, label="accuracy (%)")
         figure.tight_layout()
         name = f"{prefix}-matrix-{index}.png"
@@ -463,7 +492,12 @@ def render_markdown(sections: list[Section], tables: Tables, images: str, title:
 def _legend() -> str:
     return (
         "Rows differ in anything but the seed (method version or settings, backbone, stream or training settings); "
-        f"'!' marks a difference from the paper above {100 * DIFFERENCE_FLAG:.0f} points."
+        f"'!' marks a difference from the paper above {100 * DIFFERENCE_FLAG:.0f} points. "
+        "Protocol: the input scaling, padding, permutation of the first task and GNu training-loss outputs where they "
+        "differ from the harness's defaults; a published number is compared only with rows of its own protocol. "
+        "Forgetting: mean over the tasks evaluated before the last evaluation of their best earlier accuracy minus "
+        "their final one; backward transfer: final minus first evaluation after training, '≈' where that evaluation "
+        "came later than right after the task's segment, empty on continuous streams (segments are not tasks)."
     )
 
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a method's diagnostics are metrics named DIAGNOSTIC_PREFIX + name
+DIAGNOSTIC_PREFIX = "diagnostic:"  # no metric of the harness has a colon, so a diagnostic never reads as a metric
+METRICS = (
+    "accuracy",
+    "task_inference_accuracy",
+    "probe_accuracy",
+    "probe_task_inference_accuracy",
+    "train_loss",
+    "storage_bytes",
+)  # what the harness itself records in the evals table's metric column
 
 RUNS = pa.schema(
     [
@@ -55,7 +64,7 @@ EVALS = pa.schema(
         ("segment", pa.int64()),  # index of the segment being trained (or just finished)
         ("tasks_seen", pa.int64()),
         ("eval_task", pa.int64()),  # -1 for facts about the whole model (storage_bytes)
-        ("metric", pa.string()),  # accuracy, task_inference_accuracy, probe_*, train_loss, storage_bytes, diagnostics
+        ("metric", pa.string()),  # one of METRICS, or DIAGNOSTIC_PREFIX + a method's diagnostic
         ("value", pa.float64()),
         ("n", pa.int64()),  # test examples behind the value
     ],

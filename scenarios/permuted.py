@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from scenarios.streams import ImageTaskStream, derived_seed, register_mnist_family
+from scenarios.streams import ImageInputConfig, ImageTaskStream, derived_seed, register_mnist_family
 
 
 @dataclass(frozen=True)
-class PermutedConfig:
+class PermutedConfig(ImageInputConfig):
     num_tasks: int = field(default=10, metadata={"min": 1})  # PSP: 50; SupSup: 250 (GNu), 2500 (NNs)
     steps_per_task: int = field(default=1000, metadata={"min": 1})  # batches per task (both papers: 1000)
     first_task_unpermuted: bool = True  # PSP keeps task 0 as plain MNIST

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from scenarios.streams import ImageTaskStream, register_mnist_family
+from scenarios.streams import ImageInputConfig, ImageTaskStream, register_mnist_family
 
 
 def rotation_grid(degrees: float, height: int, width: int, device: torch.device) -> Tensor:
@@ -31,7 +31,7 @@ def rotate(images: Tensor, grid: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class RotatedConfig:
+class RotatedConfig(ImageInputConfig):
     num_tasks: int = field(default=36, metadata={"min": 1})
     degrees_per_task: float = 10.0
     steps_per_task: int = field(default=1000, metadata={"min": 1})

@@ -19,16 +19,25 @@ import torch
 from torch import Tensor
 
 from scenarios.rotated import rotate, rotation_grid
-from scenarios.streams import Batch, ImageTaskStream, Segment, StreamPlan, register_mnist_family
+from scenarios.streams import (
+    Batch,
+    ImageInputConfig,
+    ImageTaskStream,
+    Segment,
+    StreamPlan,
+    image_shape,
+    register_mnist_family,
+)
 
 
 @dataclass(frozen=True)
-class RotatingConfig:
+class RotatingConfig(ImageInputConfig):
     total_steps: int = field(default=50_000, metadata={"min": 1})
     cycle_steps: int = field(default=1000, metadata={"min": 1})  # steps for a full 360-degree turn
     context_every: int = field(default=100, metadata={"min": 1})  # steps per segment (task window)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.cycle_steps % self.context_every:
             raise ValueError(
                 f"cycle_steps ({self.cycle_steps}) must be a multiple of context_every ({self.context_every})"
@@ -42,7 +51,9 @@ class RotatingStream(ImageTaskStream):
     @classmethod
     def plan(cls, config: RotatingConfig) -> StreamPlan:  # type: ignore[override]
         windows = -(-config.total_steps // config.context_every)
-        return StreamPlan((1, 28, 28), config.cycle_steps // config.context_every, config.total_steps, 10_000, windows)
+        return StreamPlan(
+            image_shape(config), config.cycle_steps // config.context_every, config.total_steps, 10_000, windows
+        )
 
     def __init__(self, config: RotatingConfig, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
         super().__init__(config, seed=seed, device=device, data_dir=data_dir)
@@ -69,7 +80,7 @@ class RotatingStream(ImageTaskStream):
         angle = self.angle(step)
         if angle:
             x = rotate(x, rotation_grid(angle, self.height, self.width, self.device))
-        return (x - self.mean) / self.std, self.train_labels[indices]
+        return self.scale(x), self.train_labels[indices]
 
     def transform(self, task: int, images: Tensor) -> Tensor:
         return rotate(images, self.test_grids[task]) if task else images

@@ -12,12 +12,13 @@ import dataclasses
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from harness.registry import Registry
@@ -139,6 +140,33 @@ def register_stream(name: str) -> Callable[[type[Stream]], type[Stream]]:
     return add
 
 
+MNIST_SIDE = 28
+
+
+@dataclass(frozen=True)
+class ImageInputConfig:
+    """How an MNIST-family stream turns pixels into inputs: protocol choices that move published numbers.
+
+    ``standardise`` is ``(x/255 - mean) / std`` with the dataset's pixel statistics (the harness default; SupSup's
+    code and PSP's normalise MNIST so); ``unit`` is ``x/255`` in [0, 1] (van de Ven & Tolias 2019). ``pad_to``
+    zero-pads the raw image (pixel value 0, before scaling and before any permutation or rotation) to
+    ``pad_to x pad_to``, as van de Ven & Tolias pad MNIST to 32x32 (``transforms.Pad(2)``) and permute all 1024
+    pixels; 0 keeps 28x28. Measured on class-incremental PermutedMNIST, either choice alone moves fine-tuning's
+    accuracy on old tasks by tens of points (issue 12).
+    """
+
+    input_scaling: Literal["standardise", "unit"] = "standardise"
+    pad_to: int = field(default=0, metadata={"min": 0})
+
+    def __post_init__(self) -> None:
+        if self.pad_to and self.pad_to < MNIST_SIDE:
+            raise ValueError(f"pad_to must be 0 (no padding) or >= {MNIST_SIDE} (the image side), got {self.pad_to}")
+
+    @property
+    def side(self) -> int:
+        return self.pad_to or MNIST_SIDE
+
+
 class ImageTaskStream(Stream):
     """Discrete tasks over one uint8 image dataset held on the device.
 
@@ -155,14 +183,15 @@ class ImageTaskStream(Stream):
     @classmethod
     def plan(cls, config: object) -> StreamPlan:
         tasks = config.num_tasks  # type: ignore[attr-defined]
-        return StreamPlan((1, 28, 28), tasks, tasks * config.steps_per_task, cls.TEST_EXAMPLES)  # type: ignore[attr-defined]
+        return StreamPlan(image_shape(config), tasks, tasks * config.steps_per_task, cls.TEST_EXAMPLES)  # type: ignore[attr-defined]
 
     def __init__(self, config: object, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
         super().__init__(config, seed=seed, device=device, data_dir=data_dir)
         arrays = load_idx_dataset(self.dataset, data_dir)
-        self.train_images = torch.from_numpy(arrays.train_images).to(device)
+        pad_to = getattr(config, "pad_to", 0)
+        self.train_images = pad_images(torch.from_numpy(arrays.train_images).to(device), pad_to)
         self.train_labels = torch.from_numpy(arrays.train_labels).to(device)
-        self.test_images = torch.from_numpy(arrays.test_images).to(device)
+        self.test_images = pad_images(torch.from_numpy(arrays.test_images).to(device), pad_to)
         self.test_labels = torch.from_numpy(arrays.test_labels).to(device)
         self.input_shape = (1, *self.train_images.shape[1:])
         self.generator = torch.Generator(device=device).manual_seed(derived_seed(seed, "data order"))
@@ -186,9 +215,15 @@ class ImageTaskStream(Stream):
             return torch.arange(len(labels), device=self.device)
         return torch.nonzero((labels >= classes.start) & (labels < classes.stop)).squeeze(1)
 
+    def scale(self, x: Tensor) -> Tensor:
+        """Images in [0, 1] as the network's inputs, by the config's ``input_scaling``."""
+        if getattr(self.config, "input_scaling", "standardise") == "unit":
+            return x
+        return (x - self.mean) / self.std
+
     def _prepare(self, task: int, images: Tensor, labels: Tensor) -> Batch:
         x = self.transform(task, images.unsqueeze(1).float().div_(255.0))
-        return (x - self.mean) / self.std, labels - self.task_classes(task).start
+        return self.scale(x), labels - self.task_classes(task).start
 
     def _sampler(self, task: int) -> EpochSampler:
         if task not in self._samplers:
@@ -211,6 +246,21 @@ class ImageTaskStream(Stream):
         for start in range(0, len(pool), batch_size):
             indices = pool[start : start + batch_size]
             yield self._prepare(task, self.test_images[indices], self.test_labels[indices])
+
+
+def image_shape(config: object) -> tuple[int, int, int]:
+    """The (channels, height, width) an MNIST-family config gives its inputs."""
+    side = config.side if isinstance(config, ImageInputConfig) else MNIST_SIDE
+    return (1, side, side)
+
+
+def pad_images(images: Tensor, pad_to: int) -> Tensor:
+    """uint8 images [N, H, W] zero-padded on every side to pad_to x pad_to (the extra pixel goes right/bottom)."""
+    if not pad_to:
+        return images
+    height, width = images.shape[1:]
+    top, left = (pad_to - height) // 2, (pad_to - width) // 2
+    return F.pad(images, (left, pad_to - width - left, top, pad_to - height - top))
 
 
 MNIST_STATS = {"MNIST": (0.1307, 0.3081), "FashionMNIST": (0.2860, 0.3530)}  # pixel mean and std in [0, 1]

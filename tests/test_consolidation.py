@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -16,7 +17,7 @@ def built_ewc(shared: bool = True) -> EWC:
     return built(EWC(EWCConfig()), shared)
 
 
-def built(method: EWC | SI, shared: bool = True) -> EWC | SI:
+def built(method: EWC | SI, shared: bool = True, loss_outputs: str = "all") -> EWC | SI:
     torch.manual_seed(0)
     method.build(
         BuildContext(
@@ -26,16 +27,21 @@ def built(method: EWC | SI, shared: bool = True) -> EWC | SI:
             input_shape=(1, 4, 4),
             device=torch.device("cpu"),
             seed=0,
+            loss_outputs=loss_outputs,
         )
     )
     return method
 
 
-def test_linear_fisher_equals_per_example_gradients() -> None:
-    method = built_ewc()
+@pytest.mark.parametrize("loss_outputs", ["all", "seen"])
+def test_linear_fisher_equals_per_example_gradients(loss_outputs: str) -> None:
+    method = built(EWC(EWCConfig()), shared=loss_outputs == "all", loss_outputs=loss_outputs)
     x, y = torch.randn(9, 1, 4, 4), torch.randint(0, 3, (9,))
-    fast = method._linear_squared_grads(x, y)
-    reference = method._vmap_squared_grads(x, y)
+    fast = method._linear_squared_grads(x, y, 0)
+    reference = method._vmap_squared_grads(x, y, 0)
+    if loss_outputs == "seen":  # task 0's 3 of the 6 outputs: the head rows of the others get no Fisher
+        head = [name for name in fast if name.endswith("weight")][-1]
+        assert fast[head][3:].abs().sum() == 0 and fast[head][:3].abs().sum() > 0
     assert fast.keys() == reference.keys()
     for name in fast:
         torch.testing.assert_close(fast[name], reference[name], rtol=1e-4, atol=1e-6)
@@ -44,8 +50,8 @@ def test_linear_fisher_equals_per_example_gradients() -> None:
 def test_fisher_of_a_batch_is_the_sum_of_one_example_fishers() -> None:
     method = built_ewc()
     x, y = torch.randn(4, 1, 4, 4), torch.randint(0, 3, (4,))
-    whole = method._linear_squared_grads(x, y)
-    parts = [method._linear_squared_grads(x[i : i + 1], y[i : i + 1]) for i in range(4)]
+    whole = method._linear_squared_grads(x, y, 0)
+    parts = [method._linear_squared_grads(x[i : i + 1], y[i : i + 1], 0) for i in range(4)]
     for name in whole:
         torch.testing.assert_close(whole[name], sum(p[name] for p in parts), rtol=1e-4, atol=1e-6)
 
@@ -71,7 +77,7 @@ def test_offline_ewc_folds_its_penalties_into_one_equivalent_quadratic() -> None
         with torch.no_grad():
             for p, a in zip(params, anchor):
                 p.copy_(a)
-        method._fisher = lambda replay, fisher=fisher: fisher  # type: ignore[method-assign]
+        method._fisher = lambda replay, task, fisher=fisher: fisher  # type: ignore[method-assign]
         method.end_segment(0, replay=lambda n: (torch.zeros(0), torch.zeros(0)))
     probe = [torch.randn_like(p, requires_grad=True) for p in params]
     folded = quadratic_penalty(probe, method.importance, method.anchor, 1.0)
@@ -89,7 +95,7 @@ def test_online_ewc_decays_the_old_fisher_and_anchors_at_the_latest_weights() ->
     first = [torch.full_like(p, 2.0) for p in params]
     second = [torch.full_like(p, 1.0) for p in params]
     for fisher in (first, second):
-        method._fisher = lambda replay, fisher=fisher: fisher  # type: ignore[method-assign]
+        method._fisher = lambda replay, task, fisher=fisher: fisher  # type: ignore[method-assign]
         with torch.no_grad():
             for p in params:
                 p.add_(1.0)

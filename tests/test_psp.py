@@ -91,11 +91,12 @@ def test_superposed_maps_retrieve_each_task_with_small_noise() -> None:
     assert float(energy_per_weight) == pytest.approx(1.0, rel=0.1)  # |eps|^2 ~ |w|^2 |x|^2, i.e. 1/M of |w|^2|x|^2 M
 
 
-def run_psp(method: str, tasks: int = 3) -> dict:
+def run_psp(method: str, tasks: int = 3, settings: dict | None = None) -> dict:
     cell = make_cell(
         method,
         "synthetic",
         "GG",
+        method_settings=settings,
         stream_settings={"num_tasks": tasks, "steps_per_task": 3},
         backbone={"name": "fc", "hidden": [20]},
         training={"probe_every": 0},
@@ -198,3 +199,89 @@ def test_context_on_the_kernel_matches_a_convolution_written_out_by_hand(variant
             for j in range(3):
                 expected[0, o, i, j] = (x[0, :, i : i + 2, j : j + 2] * kernel).sum()
     assert torch.allclose(layer(x).detach(), expected, atol=1e-5)
+
+
+def test_bias_shifts_the_real_part_only_and_starts_at_zero() -> None:
+    """The authors' HashLinear returns ``r_a + self.bias, r_b``: a real bias on the real part, initialised at 0."""
+    torch.manual_seed(0)
+    bank = PhaseBank(6, count=2, seed=0, learn=False)
+    state = type("S", (), {"index": 1})()
+    with_bias, without = PSPLinear(6, 4, bank, state, bias=True), PSPLinear(6, 4, bank, state)
+    without.weight.data = with_bias.weight.data.clone()
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(with_bias(x), without(x))  # 0 at the start
+    with_bias.bias.data = torch.arange(4.0)
+    shifted = with_bias(x) - without(x)
+    torch.testing.assert_close(shifted.real, torch.arange(4.0).expand(3, 4))
+    assert shifted.imag.abs().max() == 0
+    assert PSPLinear(6, 4, bank, state).bias is None  # eq. 7: none by default
+
+
+def test_learn_modulus_needs_learned_contexts() -> None:
+    from methods.psp import PSPComplexConfig
+
+    with pytest.raises(ValueError, match="learn_contexts"):
+        PSPComplexConfig(learn_modulus=True)
+    assert PSPComplexConfig(learn_contexts=True, learn_modulus=True).learn_modulus
+
+
+@pytest.mark.parametrize("local_mix", [False, True])
+def test_cartesian_contexts_start_as_the_phase_contexts_and_learn_a_modulus(local_mix: bool) -> None:
+    phases = PhaseBank(8, count=4, seed=3, learn=True, local_mix=local_mix)
+    cartesian = PhaseBank(8, count=4, seed=3, learn=True, local_mix=local_mix, learn_modulus=True)
+    x = torch.randn(2, 8)
+    for index in range(4):
+        torch.testing.assert_close(cartesian.bind(x, index), phases.bind(x, index), atol=1e-5, rtol=0)
+    cartesian.values.data[1] *= 2  # context 1's modulus leaves 1
+    modulus = cartesian.context(1).abs()
+    torch.testing.assert_close(modulus, torch.full((8,), 1.25 if local_mix else 2.0))  # the mean over contexts
+    cartesian.context(1).real.sum().backward()
+    assert cartesian.values.grad is not None and cartesian.values.grad.abs().sum() > 0
+
+
+def test_one_power_with_a_learned_modulus_keeps_the_base_modulus() -> None:
+    bank = OnePowerBank(5, 3, 0, learn=True, learn_modulus=True)
+    base = bank.values.detach().clone()
+    bank.values.data *= 0.5
+    bound = bank.bind(torch.ones(1, 5, dtype=torch.complex64), 2)[0]
+    torch.testing.assert_close(bound.abs(), torch.full((5,), 0.5))
+    torch.testing.assert_close(torch.polar(torch.ones(5), bound.angle()), torch.polar(torch.ones(5), 3 * base.angle()))
+
+
+AUTHORS = {  # the settings the psp grid gives each variant (the authors' configs/paramsuper.py)
+    "psp_binary": {"learn_contexts": True},
+    "psp_complex": {"learn_contexts": True, "learn_modulus": True, "bias": True},
+    "psp_rotation": {"learn_contexts": True, "bias": True},
+    "psp_onepower": {"learn_contexts": True, "learn_modulus": True, "bias": True},
+}
+BIASES = 4 * sum(o for _, o in LAYERS)
+AUTHORS_STORAGE = {  # learned contexts are floats: binary M floats, complex M complex64, one-power's base too
+    "psp_binary": 4 * WEIGHTS + K * sum(4 * m for m in INPUTS),
+    "psp_complex": 8 * WEIGHTS + BIASES + K * sum(8 * m for m in INPUTS),
+    "psp_rotation": 4 * WEIGHTS + BIASES + K * sum(4 * m * m for m in INPUTS),
+    "psp_onepower": 8 * WEIGHTS + BIASES + sum(8 * m for m in INPUTS) + K * 4 * len(INPUTS),
+}
+
+
+@pytest.mark.parametrize("method", sorted(AUTHORS))
+def test_the_authors_settings_run_and_count_their_bytes(method: str) -> None:
+    run = run_psp(method, tasks=K, settings=AUTHORS[method])
+    assert run["storage_bytes"] == AUTHORS_STORAGE[method]
+
+
+def test_the_psp_grid_uses_the_authors_settings() -> None:
+    from harness.grid import expand_grid
+
+    cells = [
+        c
+        for c in expand_grid("psp")
+        if c.method.startswith("psp_") and c.method not in ("psp_fast", "psp_fast_localmix")
+    ]
+    assert cells
+    for cell in cells:
+        expected = AUTHORS[cell.method]
+        if cell.method == "psp_rotation" and not cell.method_config["learn_contexts"]:  # their ...UnitaryNLKHash
+            expected = {**expected, "learn_contexts": False}
+        assert {k: cell.method_config[k] for k in expected} == expected, cell.tags
+        assert tuple(cell.backbone["hidden"]) in {(w,) * 3 for w in (128, 256, 512, 1024, 2048)}  # n_layers: 3
+        assert cell.stream_config["input_scaling"] == "standardise"  # (x/255 - 0.1307) / 0.3081 in their code

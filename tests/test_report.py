@@ -73,7 +73,18 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     standard = cells("standard", 1, "first")[0].cell_id
     copy_cell(root, standard, "v2" + standard[2:], method_version="2")
     si = cells("si", 1, "first")[0].cell_id
-    copy_cell(root, si, "vdv" + si[3:], stream="permuted_mnist", scenario="GNu", tags="supsup-sec4.2-regularisers")
+    si_run = pq.read_table(root / "runs" / f"{si}.parquet").to_pylist()[0]
+    protocol = {"input_scaling": "unit", "pad_to": 32, "first_task_unpermuted": False}
+    stand_in = {"stream": "permuted_mnist", "scenario": "GNu", "tags": "supsup-sec4.2-regularisers"}
+    copy_cell(
+        root,
+        si,
+        "vdv" + si[3:],
+        **stand_in,
+        stream_config=json.dumps({**json.loads(si_run["stream_config"]), **protocol}),
+        training=json.dumps({**json.loads(si_run["training"]), "loss_outputs": "seen"}),
+    )
+    copy_cell(root, si, "hrn" + si[3:], **stand_in)  # the same number under the harness's protocol
     config = json.loads(pq.read_table(root / "runs" / f"{standard}.parquet").column("method_config")[0].as_py())
     copy_cell(root, standard, "xss" + standard[3:], method_config=json.dumps({**config, "note": HOSTILE}))
     copy_cell(root, standard, "xsz" + standard[3:], method_config=json.dumps({**config, "note": "plain"}))
@@ -103,10 +114,10 @@ def test_rows_aggregate_seeds_with_an_interval_and_match_the_matrices(runs_dir: 
     si_ids = [c.cell_id for c in cells("si", 2, "first")]
     finals = [np.nanmean(accuracy_matrix(tables.evals, cell_id)[-1]) for cell_id in si_ids]
     si = rows["si"]
-    assert si[3] == "2" and si[4].startswith(f"{100 * np.mean(finals):.2f} [")
-    low, high = (float(v) for v in si[4].split("[")[1].rstrip("]").split(", "))
+    assert si[2] == "harness" and si[4] == "2" and si[5].startswith(f"{100 * np.mean(finals):.2f} [")
+    low, high = (float(v) for v in si[5].split("[")[1].rstrip("]").split(", "))
     assert low <= 100 * np.mean(finals) <= high
-    assert rows["ewc"][3] == "1" and "[" not in rows["ewc"][4]  # one seed: no interval
+    assert rows["ewc"][4] == "1" and "[" not in rows["ewc"][5]  # one seed: no interval
 
 
 def test_versions_and_settings_are_separate_rows_never_averaged(report) -> None:  # noqa: ANN001
@@ -117,10 +128,18 @@ def test_versions_and_settings_are_separate_rows_never_averaged(report) -> None:
 
 
 def test_published_number_sits_beside_ours_with_the_difference(report) -> None:  # noqa: ANN001
-    (row,) = table_rows(report.markdown.read_text(), "permuted_mnist · GNu")
+    rows = {row[2]: row for row in table_rows(report.markdown.read_text(), "permuted_mnist · GNu")}
+    row = rows["unit inputs, padded to 32, first task permuted, loss over seen outputs"]
     assert row[-2] == "29.31 (SI, after 10 tasks); ours after 3"
-    ours = float(row[4])
+    ours = float(row[5])
     assert row[-1].startswith(f"{ours - 29.31:+.2f}") and row[-1].endswith("!")
+
+
+def test_a_published_number_is_not_compared_with_a_row_of_another_protocol(report) -> None:  # noqa: ANN001
+    rows = {row[2]: row for row in table_rows(report.markdown.read_text(), "permuted_mnist · GNu")}
+    row = rows["harness"]
+    assert "under another protocol" in row[-2] and 'loss_outputs="seen"' in row[-2]
+    assert row[-1] == "other protocol"
 
 
 def test_failed_and_unfinished_cells_are_listed_with_their_errors(report) -> None:  # noqa: ANN001
@@ -128,7 +147,7 @@ def test_failed_and_unfinished_cells_are_listed_with_their_errors(report) -> Non
     failed = markdown.split("## Failed cells", 1)[1].split("## Cells not finished", 1)[0]
     assert "multihead/synthetic/GG/seed0" in failed and "the method could not be built" in failed
     assert "never0finished000000" in markdown.split("## Cells not finished", 1)[1]
-    assert "9 cells finished, 1 failed, 1 not finished" in markdown
+    assert "10 cells finished, 1 failed, 1 not finished" in markdown
 
 
 def test_strings_from_configs_cannot_inject_markup(report) -> None:  # noqa: ANN001
