@@ -17,6 +17,7 @@ from pathlib import Path
 from harness.cells import Cell
 from harness.config import ConfigError, describe_config
 from harness.registry import UnknownNameError
+from results.protocol import describe_protocol, protocol_of
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -102,7 +103,11 @@ def _dry_run(cells: Sequence[Cell], data_dir: Path | None, out: Path) -> None:
         total += hours
         needs = STREAMS.get(cell.stream).datasets
         data = ",".join(f"{n}({'present' if status[n][0] else 'missing'})" for n in needs) or "none"
-        print(f"{cell.cell_id}  {cell.label()}  tags={','.join(cell.tags)}  data={data}  est={hours:.3g}h")
+        protocol = describe_protocol(protocol_of({"stream_config": cell.stream_config, "training": cell.training}))
+        print(
+            f"{cell.cell_id}  {cell.label()}  tags={','.join(cell.tags)}  protocol={protocol}  data={data}  "
+            f"est={hours:.3g}h"
+        )
         tag = cell.tags[0] if cell.tags else ""
         hours_by_tag[tag] = hours_by_tag.get(tag, 0.0) + hours
         cells_by_tag[tag] = cells_by_tag.get(tag, 0) + 1

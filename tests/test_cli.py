@@ -127,6 +127,7 @@ def test_dry_run_lists_cells_data_and_estimates_and_trains_nothing(
     assert f"\n{len(listed)} cells; about " in out and "multihead/split_mnist/GG/seed1" in out
     assert len(listed) == len({line.split()[0] for line in listed}) > 50  # one line per distinct cell
     assert all("data=MNIST(present)" in line or "data=FashionMNIST(present)" in line for line in listed)
+    assert all("  protocol=harness  " in line for line in listed)  # the smoke grid keeps every default
     assert f"MNIST: present in {real_data_dir / 'MNIST' / 'raw'}" in out
     hours = [float(line.rsplit("est=", 1)[1].rstrip("h")) for line in listed]
     assert all(h > 0 for h in hours) and "smoke-gg: " in out
