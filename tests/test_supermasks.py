@@ -224,6 +224,36 @@ def test_mirror_bias_makes_a_stored_mask_lower_in_energy_than_its_complement(mir
         assert torch.isclose(method.energy(stored), method.energy(mirrored))
 
 
+def test_carried_recovery_steps_once_per_chunk_and_classifies_every_example() -> None:
+    from harness.backbones import BackboneSpec, backbone_factory
+    from methods.base import BuildContext, LabelSpace
+    from methods.hopsupsup import HopSupSup, HopSupSupConfig
+
+    method = HopSupSup(HopSupSupConfig(recovery="carried", recovery_batch_size=4))
+    factory = backbone_factory(BackboneSpec("fc", (12, 8)), (1, 4, 4))
+    method.build(BuildContext("GNu", LabelSpace(2, 2, False), factory, (1, 4, 4), torch.device("cpu"), 0))
+    for task in range(2):
+        method.begin_segment(task, 0)
+        with torch.no_grad():
+            for units in method.units:
+                units.scores.copy_(torch.randn(len(units.scores)))
+        method.end_segment(task, None)
+    chunks = method.chunks(13, torch.device("cpu"))
+    assert [len(c) for c in chunks] == [4, 4, 5]  # a lone last example joins the batch before it
+    assert torch.equal(torch.cat(chunks).sort().values, torch.arange(13))
+    steps = []
+    original = method._recovery_step
+    method._recovery_step = lambda x, scores, optimizer, progress: (  # type: ignore[method-assign]
+        steps.append((len(x), progress)),
+        original(x, scores, optimizer, progress),
+    )
+    x = torch.randn(13, 1, 4, 4)
+    logits = method.predict(x, None).logits
+    assert steps == [(4, 1 / 3), (4, 2 / 3), (5, 1.0)]
+    assert logits.shape == (13, 4) and torch.isfinite(logits).all()
+    assert torch.equal(method.predict(x, None).logits, logits)  # the same order and recovery every time
+
+
 def test_masked_convolution_matches_a_convolution_written_out_by_hand() -> None:
     from methods.supsup import MaskedConv2d, MaskState
 
