@@ -15,6 +15,17 @@ from harness.cells import Cell  # noqa: E402
 from harness.scheduler import RunOptions, run_grid  # noqa: E402
 from results.store import write_table_atomic  # noqa: E402
 
+# --settings authors: what harness/grids/psp.yaml gives each variant, after the authors' configs/paramsuper.py
+# (learned contexts; a bias on complex and rotation layers; complex contexts learned with their modulus)
+PSP_AUTHORS_SETTINGS = {
+    "psp_binary": {"learn_contexts": True},
+    "psp_complex": {"learn_contexts": True, "learn_modulus": True, "bias": True},
+    "psp_rotation": {"learn_contexts": True, "bias": True},
+    "psp_onepower": {"learn_contexts": True, "learn_modulus": True, "bias": True},
+    "psp_fast": {"learn_contexts": True, "learn_modulus": True, "bias": True},
+    "psp_fast_localmix": {"learn_contexts": True, "learn_modulus": True, "bias": True},
+}
+
 
 def run_cells(
     cells: Sequence[Cell], out: Path, data_dir: Path | None, executor: str = "ray"

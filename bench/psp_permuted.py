@@ -14,23 +14,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _common import run_cells
+from _common import PSP_AUTHORS_SETTINGS, run_cells
 
 from harness.grid import make_cell
 from results.metrics import accuracy_matrix, forgetting, last_k_average
 
 METHODS = ["standard", "psp_binary", "psp_complex", "psp_rotation"]
-
-# --settings authors: what harness/grids/psp.yaml gives each variant, after the authors' configs/paramsuper.py
-# (learned contexts; a bias on complex and rotation layers; complex contexts learned with their modulus)
-AUTHORS_SETTINGS = {
-    "psp_binary": {"learn_contexts": True},
-    "psp_complex": {"learn_contexts": True, "learn_modulus": True, "bias": True},
-    "psp_rotation": {"learn_contexts": True, "bias": True},
-    "psp_onepower": {"learn_contexts": True, "learn_modulus": True, "bias": True},
-    "psp_fast": {"learn_contexts": True, "learn_modulus": True, "bias": True},
-    "psp_fast_localmix": {"learn_contexts": True, "learn_modulus": True, "bias": True},
-}
 
 
 def main() -> None:
@@ -54,7 +43,7 @@ def main() -> None:
             method,
             "permuted_mnist",
             "GG",
-            method_settings=AUTHORS_SETTINGS.get(method) if args.settings == "authors" else None,
+            method_settings=PSP_AUTHORS_SETTINGS.get(method) if args.settings == "authors" else None,
             stream_settings={"num_tasks": args.tasks, "steps_per_task": args.steps},
             backbone=backbone,
             training={"probe_every": 250, "probe_samples": 2000},

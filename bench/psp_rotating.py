@@ -15,22 +15,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _common import run_cells
+from _common import PSP_AUTHORS_SETTINGS, run_cells
 
 from harness.grid import make_cell
 
 METHODS = ["standard", "psp_complex", "psp_fast", "psp_fast_localmix"]
-
-# --settings authors: what harness/grids/psp.yaml gives each variant, after the authors' configs/paramsuper.py
-# (learned contexts; a bias on complex and rotation layers; complex contexts learned with their modulus)
-AUTHORS_SETTINGS = {
-    "psp_binary": {"learn_contexts": True},
-    "psp_complex": {"learn_contexts": True, "learn_modulus": True, "bias": True},
-    "psp_rotation": {"learn_contexts": True, "bias": True},
-    "psp_onepower": {"learn_contexts": True, "learn_modulus": True, "bias": True},
-    "psp_fast": {"learn_contexts": True, "learn_modulus": True, "bias": True},
-    "psp_fast_localmix": {"learn_contexts": True, "learn_modulus": True, "bias": True},
-}
 
 
 def main() -> None:
@@ -52,7 +41,7 @@ def main() -> None:
             method,
             args.stream,
             "GG",
-            method_settings=AUTHORS_SETTINGS.get(method) if args.settings == "authors" else None,
+            method_settings=PSP_AUTHORS_SETTINGS.get(method) if args.settings == "authors" else None,
             stream_settings={"total_steps": args.steps},
             backbone=backbone,
             training={"probe_every": 100, "probe_samples": 0, "eval_every_segments": 10},

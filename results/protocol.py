@@ -37,7 +37,8 @@ PROTOCOL_SETTINGS = (
 HARNESS_PROTOCOL = "harness"  # how a row on every default reads
 
 
-def _settings(raw: Any) -> dict[str, Any]:
+def settings_of(raw: Any) -> dict[str, Any]:
+    """A runs-table JSON column's settings as a dict ({} when empty)."""
     if isinstance(raw, Mapping):
         return dict(raw)
     return json.loads(raw) if isinstance(raw, str) and raw else {}
@@ -45,7 +46,7 @@ def _settings(raw: Any) -> dict[str, Any]:
 
 def protocol_of(run: Mapping[str, Any]) -> dict[str, Any]:
     """Every protocol setting of a run (a runs-table row, or a mapping with its JSON columns), defaults filled in."""
-    columns = {column: _settings(run.get(column)) for column in {s.column for s in PROTOCOL_SETTINGS}}
+    columns = {column: settings_of(run.get(column)) for column in {s.column for s in PROTOCOL_SETTINGS}}
     return {s.name: columns[s.column].get(s.name, s.default) for s in PROTOCOL_SETTINGS}
 
 

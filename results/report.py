@@ -35,7 +35,7 @@ from results.metrics import (
     final_row,
     forgetting,
 )
-from results.protocol import describe_protocol, protocol_differences, protocol_of
+from results.protocol import describe_protocol, protocol_differences, protocol_of, settings_of
 from results.references import REFERENCES, Reference, references_for
 from results.store import write_text_atomic
 
@@ -223,13 +223,9 @@ class Section:
         return f"{self.stream}-{self.scenario}"
 
 
-def _settings(raw: str) -> dict[str, Any]:
-    return json.loads(raw) if isinstance(raw, str) and raw else {}
-
-
 def _varying(groups: list[pd.DataFrame], column: str) -> set[str]:
     """Setting names whose values differ between the groups (all keys when some group lacks one)."""
-    dicts = [_settings(g[column].iloc[0]) for g in groups]
+    dicts = [settings_of(g[column].iloc[0]) for g in groups]
     keys = set().union(*dicts) if dicts else set()
     return {k for k in keys if len({json.dumps(d.get(k), sort_keys=True) for d in dicts}) > 1}
 
@@ -238,7 +234,7 @@ def _label(group: pd.DataFrame, method_keys: set[str], stream_keys: set[str], tr
     first = group.iloc[0]
     parts = []
     for column, keys in (("method_config", method_keys), ("stream_config", stream_keys), ("training", training_keys)):
-        settings = _settings(first[column])
+        settings = settings_of(first[column])
         parts += [f"{k}={json.dumps(settings.get(k))}" for k in sorted(keys) if k in settings]
     detail = f" ({', '.join(parts)})" if parts else ""
     return f"{first['method']}{detail}"
@@ -271,7 +267,7 @@ def build_sections(cells: pd.DataFrame) -> list[Section]:
                 mean = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
                 stats[column] = (mean, *bootstrap_interval(values))
             references = references_for(
-                stream, scenario, first["method"], _settings(first["method_config"]), first["backbone_label"]
+                stream, scenario, first["method"], settings_of(first["method_config"]), first["backbone_label"]
             )
             version = str(first["method_version"])
             row = Row(label, first["method"], version, first["backbone_label"], group, stats, references, tags)
