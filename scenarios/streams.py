@@ -148,14 +148,16 @@ class ImageInputConfig:
     """How an MNIST-family stream turns pixels into inputs: protocol choices that move published numbers.
 
     ``standardise`` is ``(x/255 - mean) / std`` with the dataset's pixel statistics (the harness default; SupSup's
-    code and PSP's normalise MNIST so); ``unit`` is ``x/255`` in [0, 1] (van de Ven & Tolias 2019). ``pad_to``
+    code and PSP's normalise MNIST so); ``standardise_mnist`` uses MNIST's statistics whatever the dataset, as PSP's
+    code normalises Fashion-MNIST (``datasets/rotating.py``: ``Normalize((0.1307,), (0.3081,))``); ``unit`` is
+    ``x/255`` in [0, 1] (van de Ven & Tolias 2019). ``pad_to``
     zero-pads the raw image (pixel value 0, before scaling and before any permutation or rotation) to
     ``pad_to x pad_to``, as van de Ven & Tolias pad MNIST to 32x32 (``transforms.Pad(2)``) and permute all 1024
     pixels; 0 keeps 28x28. Measured on class-incremental PermutedMNIST, either choice alone moves fine-tuning's
     accuracy on old tasks by tens of points (issue 12).
     """
 
-    input_scaling: Literal["standardise", "unit"] = "standardise"
+    input_scaling: Literal["standardise", "standardise_mnist", "unit"] = "standardise"
     pad_to: int = field(default=0, metadata={"min": 0})
 
     def __post_init__(self) -> None:
@@ -217,9 +219,11 @@ class ImageTaskStream(Stream):
 
     def scale(self, x: Tensor) -> Tensor:
         """Images in [0, 1] as the network's inputs, by the config's ``input_scaling``."""
-        if getattr(self.config, "input_scaling", "standardise") == "unit":
+        scaling = getattr(self.config, "input_scaling", "standardise")
+        if scaling == "unit":
             return x
-        return (x - self.mean) / self.std
+        mean, std = MNIST_STATS["MNIST"] if scaling == "standardise_mnist" else (self.mean, self.std)
+        return (x - mean) / std
 
     def _prepare(self, task: int, images: Tensor, labels: Tensor) -> Batch:
         x = self.transform(task, images.unsqueeze(1).float().div_(255.0))

@@ -58,6 +58,19 @@ def test_unit_inputs_are_pixels_over_255_and_padding_adds_a_zero_border(data_dir
     assert (x_unit[:, :, border] == 0).all()
 
 
+def test_standardise_mnist_scales_any_dataset_by_mnists_statistics(data_dir: Path) -> None:
+    def first_batch(**settings: object) -> torch.Tensor:
+        config = STREAMS.get("rotating_fashion_mnist").Config(
+            total_steps=10, cycle_steps=10, context_every=10, **settings
+        )
+        stream = STREAMS.get("rotating_fashion_mnist")(config, seed=0, device=torch.device("cpu"), data_dir=data_dir)
+        return next(stream.test_batches(0, 8))[0]
+
+    unit, own, mnist = first_batch(input_scaling="unit"), first_batch(), first_batch(input_scaling="standardise_mnist")
+    assert torch.allclose(own, (unit - 0.2860) / 0.3530, atol=1e-5)  # Fashion-MNIST's own statistics
+    assert torch.allclose(mnist, (unit - 0.1307) / 0.3081, atol=1e-5)  # PSP's code: MNIST's, on Fashion-MNIST too
+
+
 def test_a_permutation_over_padded_images_moves_the_border_too(data_dir: Path) -> None:
     stream = permuted(data_dir, first_task_unpermuted=False, input_scaling="unit", pad_to=32)
     assert stream.permutations.shape == (2, 1024)
