@@ -40,6 +40,8 @@ class TrainingConfig:
     optimizer: Literal["rmsprop", "adam", "sgd"] = "rmsprop"  # both papers: RMSprop
     lr: float = field(default=1e-4, metadata={"min": 0.0})  # both papers: 1e-4 on the MNIST family
     momentum: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})  # rmsprop and sgd (papers: 0)
+    # L2 weight decay on every trained parameter, torch's ``weight_decay`` (SupSup's code: 1e-4 on its SGD scores)
+    weight_decay: float = field(default=0.0, metadata={"min": 0.0})
     # within every segment: constant, or cosine decay to 0 over its steps (SupSup's cosine_lr, per task)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = field(default=0, metadata={"min": 0})  # linear warm-up at the start of every segment
@@ -77,11 +79,12 @@ class CellResult:
 def make_optimizer(params: TrainableParams, config: TrainingConfig) -> torch.optim.Optimizer:
     """The configured optimiser over parameters or parameter groups (a group's own ``lr`` wins)."""
     params = list(params) or [nn.Parameter(torch.zeros(()))]  # a method may train nothing for a while
+    decay = config.weight_decay
     if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum)
+        return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum, weight_decay=decay)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=decay)
 
 
 def lr_factor(step: int, steps: int, config: TrainingConfig) -> float:

@@ -185,3 +185,15 @@ def test_a_scheduled_learning_rate_scales_every_group_from_its_own_base(monkeypa
     assert len(seen) == 8
     for step, lrs in enumerate(seen):  # batche's factors train at their own factor_lr (1e-2), its heads at lr
         assert sorted({round(lr / factors[step % 4], 12) for lr in lrs}) == [1e-3, 1e-2], (step, lrs)
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam", "sgd"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_weight_decay_pulls_parameters_towards_zero_in_every_optimiser(optimizer: str, weight_decay: float) -> None:
+    from harness.runner import TrainingConfig, make_optimizer
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    step = make_optimizer([weight], TrainingConfig(optimizer=optimizer, lr=0.01, weight_decay=weight_decay))
+    (weight * 0).sum().backward()  # no gradient from the loss: only the decay moves the weights
+    step.step()
+    assert bool((weight < 1).all()) == (weight_decay > 0)
