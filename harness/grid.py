@@ -157,6 +157,16 @@ def _check_loss_outputs(method: str, cls: Any, scenario: str, training: Training
         )
 
 
+def _check_weight_decay(method: str, cls: Any, training: TrainingConfig, where: str) -> None:
+    """L2 decay erodes whatever a step's gradient leaves at zero: refused for methods that keep finished tasks' state
+    (contexts, factors) in the tensors they train."""
+    if training.weight_decay and not cls.takes_weight_decay:
+        raise ConfigError(
+            f"{where}: method {method} does not take training weight_decay (it keeps finished tasks' state in the "
+            f"tensors it trains, which decay would erode); set weight_decay: 0, got {training.weight_decay}"
+        )
+
+
 def _check_available(method: str, cls: Any, where: str) -> None:
     problem = cls.unavailable()
     if problem:
@@ -286,6 +296,7 @@ def _expand_experiment(grid: str, where: str, spec: dict[str, Any], filters: Fil
                     f"(it supports {', '.join(sorted(cls.scenarios))})"
                 )
             _check_loss_outputs(method_name, cls, scenario.value, training, where)
+            _check_weight_decay(method_name, cls, training, where)
         for backbone in backbones:
             _check_backbone(method_name, cls, backbone, where)
 
@@ -375,6 +386,7 @@ def make_cell(
     _check_available(method, method_cls, where)
     training_config = parse_config(TrainingConfig, training, f"{where}, training")
     _check_loss_outputs(method, method_cls, scenario_value, training_config, where)
+    _check_weight_decay(method, method_cls, training_config, where)
     return _cell(
         grid,
         "",

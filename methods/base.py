@@ -194,6 +194,9 @@ class Method(ABC):
     backbones: ClassVar[frozenset[str]] = frozenset(BACKBONE_KINDS)  # the backbone kinds its layer kit can build
     runs_own_loop: ClassVar[bool] = False  # True: train_segment runs the steps instead of the runner's loss/backward
     loss_outputs: ClassVar[frozenset[str]] = frozenset({"all"})  # the GNu training-loss protocols it implements
+    # True where the tensors it trains hold no finished task's state (only shared weights, or the current task's
+    # own parameters): L2 decay (training weight_decay) would otherwise erode the rows a step leaves at zero gradient
+    takes_weight_decay: ClassVar[bool] = False
 
     @classmethod
     def unavailable(cls) -> str | None:

@@ -18,6 +18,7 @@ class MultiheadConfig:
 
 @register_method("multihead")
 class Multihead(Method):
+    takes_weight_decay = True
     version = "1"
     Config = MultiheadConfig
     scenarios = frozenset({"GG"})  # choosing the head needs the task at test time

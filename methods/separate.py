@@ -31,6 +31,7 @@ class SeparateConfig:
 
 @register_method("separate")
 class Separate(Method):
+    takes_weight_decay = True
     version = "1"
     Config = SeparateConfig
     scenarios = frozenset({"GG"})  # a model is chosen by the task

@@ -28,6 +28,7 @@ class StandardConfig:
 
 @register_method("standard")
 class Standard(Method):
+    takes_weight_decay = True
     version = "1"
     Config = StandardConfig
     scenarios = frozenset(SCENARIO_NAMES)

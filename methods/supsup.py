@@ -281,6 +281,7 @@ class SupermaskKit:
 
 @register_method("supsup")
 class SupSup(Method):
+    takes_weight_decay = True
     version = "1"
     Config = SupSupConfig
     scenarios = frozenset(SCENARIO_NAMES)

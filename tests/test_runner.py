@@ -12,6 +12,7 @@ from torch import Tensor, nn
 import harness.runner as runner
 from harness.grid import make_cell
 from harness.runner import WorkerSettings, run_cell
+from methods import METHODS
 from methods.base import Prediction, ReplaySampler
 from methods.si import SI
 from methods.standard import Standard, StandardConfig
@@ -197,3 +198,23 @@ def test_weight_decay_pulls_parameters_towards_zero_in_every_optimiser(optimizer
     (weight * 0).sum().backward()  # no gradient from the loss: only the decay moves the weights
     step.step()
     assert bool((weight < 1).all()) == (weight_decay > 0)
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if not n.startswith("avalanche:")])  # optional extra
+def test_weight_decay_is_refused_where_it_would_erode_finished_tasks(name: str) -> None:
+    from harness.config import ConfigError
+
+    cls = METHODS.get(name)
+    scenario = sorted(cls.scenarios)[0]
+    stream = "split_mnist" if name == "hopsupsup" else "permuted_mnist"
+
+    def cell() -> object:
+        return make_cell(
+            name, stream, scenario, backbone={"name": "fc", "hidden": [8]}, training={"weight_decay": 1e-4}
+        )
+
+    if cls.takes_weight_decay:
+        cell()
+    else:
+        with pytest.raises(ConfigError, match=f"method {name} does not take training weight_decay"):
+            cell()
