@@ -210,6 +210,7 @@ def make_bridge_plugin() -> Any:
 
 class AvalancheMethod(Method):
     """One Avalanche strategy class driven segment by segment; subclasses name it and its plugins' settings."""
+
     takes_weight_decay = True
 
     version = f"1+avalanche{AVALANCHE_VERSION}"
