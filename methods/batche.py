@@ -11,6 +11,17 @@ factors start at random signs (+-1) drawn from the seed; factors train with
 their own learning rate (``factor_lr``; the authors use Adam at 1e-2 for
 factors and 1e-4 for weights) under the run's optimiser; layers have no bias.
 
+Where the harness's defaults differ from the authors' code
+(RAIVNLab/supsup, ``experiments/GNu/MNISTPerm/FC-250-tasks/batche.py``), a
+setting gives theirs: ``weight_init: kaiming_normal`` (their ``conv_init``;
+the default is PyTorch's, about 2.45 times smaller per layer on FC 1024-1024),
+``first_task_factor_lr: weights`` (their first task trains its factors with W
+at ``train_weight_lr``, 1e-4; later tasks at 1e-2) and ``gg_head: factors``
+(their last layer is a rank-one layer too, with each task's factors, where the
+default gives each task its own linear head in GG). Their Adam and L2 decay are
+training settings (``optimizer: adam``; ``weight_decay`` is refused here
+because the factors of every task share one tensor, which decay would erode).
+
 In GNs and GNu the task is inferred with One-Shot (SupSup Figure 5-right),
 with a coefficient per task's rank-one factors: the superposed layer is
 ``W * (R diag(alpha) S^T)``, one matrix product per layer whatever k is. As
@@ -47,6 +58,11 @@ class BatchEConfig:
     factor_lr: float = field(default=1e-2, metadata={"min": 0.0})  # learning rate of the rank-one factors
     random_weights: bool = False  # keep W at its random initialisation (never trained)
     factor_init: Literal["random_sign", "ones"] = "random_sign"  # a new task's r and s (authors: random signs)
+    weight_init: Literal["default", "kaiming_normal"] = "default"  # W: PyTorch's default, or the authors' (fan_in)
+    first_task_factor_lr: Literal["factor_lr", "weights"] = "factor_lr"  # the first task's factors: as later tasks'
+    # (factor_lr), or at the weights' learning rate, trained together with W (the authors')
+    gg_head: Literal["per_task", "factors"] = "per_task"  # GG: a linear head per task, or the authors' rank-one last
+    # layer with each task's factors (output_size outputs, as in GNs and GNu)
     # GNs/GNu: One-Shot over the rank-one factors (SupSup Figure 5-right), or every task's factors tried on the
     # images and the lowest objective taken (the authors' code for BatchE; k forward passes, batched). Measured
     # here (FC 1024-1024, 10 PermutedMNIST tasks, s=500, full batch): One-Shot named the first task for almost
@@ -150,22 +166,27 @@ class TaskBatchNorm(nn.Module):
 
 
 class RankOneKit:
-    def __init__(self, tasks: int, selection: Selection, seed: int, random_sign: bool) -> None:
+    def __init__(self, tasks: int, selection: Selection, seed: int, random_sign: bool, kaiming_normal: bool) -> None:
         self.tasks, self.selection, self.seed, self.random_sign = tasks, selection, seed, random_sign
+        self.kaiming_normal = kaiming_normal
         self.layers: list[RankOneLayer] = []
         self.norms: list[TaskBatchNorm] = []
 
     def _generator(self) -> torch.Generator | None:
         return seeded_generator(self.seed, "batche-factors", len(self.layers)) if self.random_sign else None
 
+    def _initialised(self, weight: Tensor) -> Tensor:
+        """PyTorch's default init of W as drawn, or the authors' kaiming_normal (std sqrt(2 / fan_in))."""
+        return nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu") if self.kaiming_normal else weight
+
     def linear(self, in_features: int, out_features: int) -> nn.Module:
-        weight = nn.Linear(in_features, out_features, bias=False).weight.detach()  # PyTorch's default init of W
+        weight = self._initialised(nn.Linear(in_features, out_features, bias=False).weight.detach())
         layer = RankOneLinear(weight, self.tasks, self.selection, self._generator())
         self.layers.append(layer)
         return layer
 
     def conv2d(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> nn.Module:
-        weight = nn.Conv2d(in_channels, out_channels, kernel_size, bias=False).weight.detach()
+        weight = self._initialised(nn.Conv2d(in_channels, out_channels, kernel_size, bias=False).weight.detach())
         layer = RankOneConv2d(weight, self.tasks, self.selection, self._generator(), stride, padding)
         self.layers.append(layer)
         return layer
@@ -190,10 +211,11 @@ class BatchE(Method):
         self.labels = context.label_space
         self.classes = context.label_space.classes_per_task
         self.device = context.device
-        self.given = context.scenario == "GG"
+        self.given = context.scenario == "GG" and self.config.gg_head == "per_task"  # a plain linear head per task
         self.selection = Selection()
         tasks = context.label_space.num_tasks
-        kit = RankOneKit(tasks, self.selection, context.seed, self.config.factor_init == "random_sign")
+        kaiming = self.config.weight_init == "kaiming_normal"
+        kit = RankOneKit(tasks, self.selection, context.seed, self.config.factor_init == "random_sign", kaiming)
         backbone = context.make_backbone(kit)
         self.trunk = backbone.trunk
         if self.given:
@@ -222,7 +244,9 @@ class BatchE(Method):
         rest = list(self.heads[task].parameters()) if self.given else []
         rest += [layer.weight for layer in self.layers] if train_weights else []
         rest += [p for norm in self.norms for p in (norm.gamma, norm.beta)]  # each task trains its own rows
-        groups: list[dict] = [{"params": factors, "lr": self.config.factor_lr}]
+        with_weights = train_weights and self.config.first_task_factor_lr == "weights"
+        groups: list[dict] = [] if with_weights else [{"params": factors, "lr": self.config.factor_lr}]
+        rest += factors if with_weights else []
         if rest:
             groups.append({"params": rest})
         return groups

@@ -36,6 +36,24 @@ def test_shared_weights_train_on_the_first_task_only_and_each_task_on_its_own_fa
     assert first.weight.grad is None and first.r.grad[0].abs().sum() == 0 and first.r.grad[1].abs().sum() > 0
 
 
+def test_the_authors_settings_kaiming_normal_weights_first_factors_with_w_and_a_rank_one_last_layer() -> None:
+    torch.manual_seed(0)
+    method = build("GG", weight_init="kaiming_normal", first_task_factor_lr="weights", gg_head="factors")
+    wide = BatchE(BatchEConfig(weight_init="kaiming_normal"))
+    factory = backbone_factory(BackboneSpec("fc", (1024,)), (1, 32, 32))
+    wide.build(BuildContext("GG", LabelSpace(2, 10, True), factory, (1, 32, 32), torch.device("cpu"), 0))
+    assert wide.layers[0].weight.std().item() == pytest.approx((2 / 1024) ** 0.5, rel=0.02)  # fan_in, relu gain
+    assert len(method.heads) == 0 and method.last is method.layers[-1]  # each task's factors on the last layer too
+    first = method.begin_segment(0, 0)
+    assert [g.get("lr") for g in first] == [None]  # factors and W together at the run's (weights') rate
+    trained = {id(p) for g in first for p in g["params"]}
+    assert trained >= {id(p) for layer in method.layers for p in (layer.weight, layer.r, layer.s)}
+    later = method.begin_segment(1, 100)
+    assert [g.get("lr") for g in later] == [1e-2]
+    x = torch.randn(5, 1, 4, 4)
+    assert method.predict(x, 1).logits.shape == (5, 2)
+
+
 def test_storage_counts_shared_weights_and_the_factors_and_heads_of_seen_tasks() -> None:
     method = build("GG")
     method.begin_segment(0, 0)
@@ -52,6 +70,7 @@ def test_storage_counts_shared_weights_and_the_factors_and_heads_of_seen_tasks()
         ("GNu", {"inference": "lowest"}),
         ("GNs", {"inference": "lowest", "output_size": 8}),
         ("GG", {"random_weights": True, "factor_init": "ones"}),
+        ("GG", {"weight_init": "kaiming_normal", "first_task_factor_lr": "weights", "gg_head": "factors"}),  # authors'
     ],
 )
 def test_batche_variants_learn(scenario: str, settings: dict) -> None:
