@@ -28,6 +28,7 @@ from harness.cells import Cell
 from harness.config import parse_config
 from methods import METHODS
 from methods.base import BuildContext, LabelSpace, Method, SegmentData, TrainableParams, trainable
+from results.rows import EvalRow, RunRow, as_record
 from results.schema import DIAGNOSTIC_PREFIX
 from scenarios import RULES, STREAMS, Scenario
 from scenarios.streams import Segment, Stream
@@ -216,18 +217,8 @@ class Loop:
         return to_label_space(local, task, self.labels.classes_per_task, self.labels.shared)
 
     def record(self, segment: int, eval_task: int, metric: str, value: float, n: int) -> None:
-        self.rows.append(
-            {
-                "cell_id": self.cell.cell_id,
-                "step": self.step,
-                "segment": segment,
-                "tasks_seen": len(self.seen),
-                "eval_task": eval_task,
-                "metric": metric,
-                "value": float(value),
-                "n": int(n),
-            }
-        )
+        row = EvalRow(self.cell.cell_id, self.step, segment, len(self.seen), eval_task, metric, float(value), int(n))
+        self.rows.append(as_record(row))
 
     @torch.enable_grad()
     def evaluate(self, task: int, limit: int | None) -> dict[str, tuple[float, int]]:
@@ -382,14 +373,6 @@ class Loop:
                 self.evaluate_seen(segment)
 
 
-def _versions() -> dict[str, str]:
-    return {
-        "harness_version": harness.__version__,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-    }
-
-
 def run_cell(cell: Cell, settings: WorkerSettings) -> CellResult:
     """Train and evaluate one cell here; failures are returned as a failed run, with the rows made before."""
     torch.set_num_threads(max(1, settings.threads))
@@ -432,38 +415,41 @@ def make_run_row(
         except Exception:  # a method that failed half-built may not know its storage
             storage = {}
     samples = loop.samples if loop else 0
-    return {
-        "cell_id": cell.cell_id,
-        "grid": cell.grid,
-        "tags": ",".join(cell.tags),
-        "method": cell.method,
-        "method_version": cell.method_version,
-        "method_config": json.dumps(cell.method_config, sort_keys=True),
-        "stream": cell.stream,
-        "stream_config": json.dumps(cell.stream_config, sort_keys=True),
-        "scenario": cell.scenario,
-        "backbone": json.dumps(cell.backbone, sort_keys=True),
-        "training": json.dumps(cell.training, sort_keys=True),
-        "seed": cell.seed,
-        "status": "ok" if error is None else "failed",
-        "error": "" if error is None else _one_line(error),
-        "traceback": trace[-8000:],
-        "started_at": started,
-        "wall_seconds": wall,
-        "setup_seconds": setup_seconds,
-        "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
-        "steps": loop.step if loop else 0,
-        "samples": samples,
-        "samples_per_second": samples / train_seconds if train_seconds > 0 else 0.0,
-        "peak_memory_bytes": loop.memory.peak_bytes() if loop else 0,
-        "peak_memory_kind": loop.memory.kind if loop else "",
-        "storage_bytes": sum(storage.values()),
-        "storage_parts": json.dumps(storage, sort_keys=True),
-        "device": settings.device,
-        "threads": settings.threads,
-        "hostname": socket.gethostname(),
-        "pid": os.getpid(),
-        "git_sha": settings.git_sha,
-        **_versions(),
-    }
+    row = RunRow(
+        cell_id=cell.cell_id,
+        grid=cell.grid,
+        tags=",".join(cell.tags),
+        method=cell.method,
+        method_version=cell.method_version,
+        method_config=json.dumps(cell.method_config, sort_keys=True),
+        stream=cell.stream,
+        stream_config=json.dumps(cell.stream_config, sort_keys=True),
+        scenario=cell.scenario,
+        backbone=json.dumps(cell.backbone, sort_keys=True),
+        training=json.dumps(cell.training, sort_keys=True),
+        seed=cell.seed,
+        status="ok" if error is None else "failed",
+        error="" if error is None else _one_line(error),
+        traceback=trace[-8000:],
+        started_at=started,
+        wall_seconds=wall,
+        setup_seconds=setup_seconds,
+        train_seconds=train_seconds,
+        eval_seconds=eval_seconds,
+        steps=loop.step if loop else 0,
+        samples=samples,
+        samples_per_second=samples / train_seconds if train_seconds > 0 else 0.0,
+        peak_memory_bytes=loop.memory.peak_bytes() if loop else 0,
+        peak_memory_kind=loop.memory.kind if loop else "",
+        storage_bytes=sum(storage.values()),
+        storage_parts=json.dumps(storage, sort_keys=True),
+        device=settings.device,
+        threads=settings.threads,
+        hostname=socket.gethostname(),
+        pid=os.getpid(),
+        git_sha=settings.git_sha,
+        harness_version=harness.__version__,
+        torch_version=str(torch.__version__),
+        python_version=platform.python_version(),
+    )
+    return as_record(row)
