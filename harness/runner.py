@@ -26,13 +26,15 @@ import harness
 from harness.backbones import BackboneSpec, backbone_factory
 from harness.cells import Cell
 from harness.config import parse_config
+from harness.evaluation import Evaluator, Recorder
+from harness.meters import Clock, PeakMemory
 from methods import METHODS
 from methods.base import BuildContext, LabelSpace, Method, SegmentData, TrainableParams, trainable
-from results.rows import EvalRow, RunRow, as_record
+from results.rows import RunRow, as_record
 from results.schema import DIAGNOSTIC_PREFIX
 from scenarios import RULES, STREAMS, Scenario
 from scenarios.streams import Segment, Stream
-from scenarios.taxonomy import Rules, to_label_space
+from scenarios.taxonomy import Rules
 
 
 @dataclass(frozen=True)
@@ -114,67 +116,6 @@ def build_method(cell: Cell) -> Method:
     return cls(parse_config(cls.Config, cell.method_config, f"method {cell.method}"))
 
 
-class PeakMemory:
-    """Peak memory of this cell: CUDA allocations on a GPU, else the process's resident set (VmHWM)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        else:
-            try:  # "5" resets the resident-set high-water mark (Linux >= 4.0), so reused workers measure per cell
-                Path("/proc/self/clear_refs").write_text("5")
-            except OSError:
-                pass
-
-    @property
-    def kind(self) -> str:
-        return "cuda_allocated" if self.device.type == "cuda" else "process_rss"
-
-    def peak_bytes(self) -> int:
-        if self.device.type == "cuda":
-            return int(torch.cuda.max_memory_allocated(self.device))
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class Clock:
-    """Splits wall time into training and evaluation; syncs the device only when reading it."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.start = time.perf_counter()
-        self.setup_seconds = 0.0  # building the stream and the model, before the first step
-        self.eval_seconds = 0.0
-        self._eval_started = 0.0
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def begin_eval(self) -> None:
-        self.sync()
-        self._eval_started = time.perf_counter()
-
-    def end_eval(self) -> None:
-        self.sync()
-        self.eval_seconds += time.perf_counter() - self._eval_started
-
-    def end_setup(self) -> None:
-        self.sync()
-        self.setup_seconds = time.perf_counter() - self.start
-
-    def wall(self) -> float:
-        return time.perf_counter() - self.start
-
-
 class Loop:
     """The state of one cell's training; methods never see it."""
 
@@ -183,7 +124,7 @@ class Loop:
         self.device = torch.device(settings.device)
         self.training = parse_config(TrainingConfig, cell.training, "training")
         self.rules: Rules = RULES[Scenario(cell.scenario)]
-        self.rows: list[dict[str, Any]] = []
+        self.recorder = Recorder(cell.cell_id)
         self.step = 0
         self.samples = 0
         self.seen: list[int] = []
@@ -207,48 +148,22 @@ class Loop:
         self.module = self.method.build(context).to(self.device)
         self.module.train()
         self.optimizer = make_optimizer(trainable(self.module), self.training)
+        self.evaluator = Evaluator(self.method, self.stream, self.labels, self.rules, self.training.eval_batch_size)
         self.clock.end_setup()
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.recorder.rows
 
     def _restart_optimizer(self, params: TrainableParams | None) -> None:
         if params is not None:
             self.optimizer = make_optimizer(params, self.training)
 
     def _targets(self, local: Tensor, task: int) -> Tensor:
-        return to_label_space(local, task, self.labels.classes_per_task, self.labels.shared)
+        return self.evaluator.targets(local, task)
 
     def record(self, segment: int, eval_task: int, metric: str, value: float, n: int) -> None:
-        row = EvalRow(self.cell.cell_id, self.step, segment, len(self.seen), eval_task, metric, float(value), int(n))
-        self.rows.append(as_record(row))
-
-    @torch.enable_grad()
-    def evaluate(self, task: int, limit: int | None) -> dict[str, tuple[float, int]]:
-        """Accuracy on a task's test set, and task-inference accuracy where the task is hidden and inferable."""
-        visible = task if self.rules.task_at_test else None
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        task_correct = torch.zeros((), device=self.device, dtype=torch.long)
-        n = 0
-        inferred_any = False
-        for x, local in self.stream.test_batches(task, self.training.eval_batch_size, limit):
-            prediction = self.method.predict(x, visible)
-            logits = prediction.logits
-            if logits.shape != (len(x), self.labels.num_outputs):
-                raise ValueError(
-                    f"method {self.cell.method} predicted logits of shape {tuple(logits.shape)}, "
-                    f"the label space needs ({len(x)}, {self.labels.num_outputs})"
-                )
-            predicted = logits.argmax(1)
-            correct += (predicted == self._targets(local, task)).sum()
-            inferred = prediction.task
-            if inferred is None and not self.labels.shared:
-                inferred = predicted // self.labels.classes_per_task  # the task a k*l-way answer names
-            if inferred is not None and visible is None:
-                task_correct += (inferred == task).sum()
-                inferred_any = True
-            n += len(x)
-        metrics = {"accuracy": (correct.item() / max(n, 1), n)}
-        if inferred_any:
-            metrics["task_inference_accuracy"] = (task_correct.item() / max(n, 1), n)
-        return metrics
+        self.recorder.record(self.step, segment, len(self.seen), eval_task, metric, value, n)
 
     def _check_loss(self) -> None:
         if self.last_loss is not None and not torch.isfinite(self.last_loss).item():
@@ -260,7 +175,7 @@ class Loop:
         self.module.eval()
         self._check_loss()
         limit = self.training.probe_samples or None
-        for metric, (value, n) in self.evaluate(task, limit).items():
+        for metric, (value, n) in self.evaluator.measure(task, limit).items():
             self.record(segment.index, task, f"probe_{metric}", value, n)
         self.module.train()
         self.clock.end_eval()
@@ -273,7 +188,7 @@ class Loop:
             self.record(segment.index, segment.task, "train_loss", self.last_loss.item(), self.training.batch_size)
         limit = self.training.eval_samples or None
         for task in self.seen:
-            for metric, (value, n) in self.evaluate(task, limit).items():
+            for metric, (value, n) in self.evaluator.measure(task, limit).items():
                 self.record(segment.index, task, metric, value, n)
         self.record(segment.index, -1, "storage_bytes", sum(self.method.storage().values()), 0)
         for name, value in self.method.diagnostics().items():
