@@ -312,6 +312,7 @@ class NaiveConfig:
 
 @register_method("avalanche:Naive")
 class AvalancheNaive(AvalancheMethod):
+    relative_speed = {"fc": 0.88}
     Config = NaiveConfig
     strategy_name = "Naive"
 
@@ -328,6 +329,7 @@ class EWCConfig:
 
 @register_method("avalanche:EWC")
 class AvalancheEWC(AvalancheMethod):
+    relative_speed = {"fc": 0.43}
     Config = EWCConfig
     strategy_name = "EWC"
 
@@ -350,6 +352,7 @@ class SynapticIntelligenceConfig:
 
 @register_method("avalanche:SynapticIntelligence")
 class AvalancheSynapticIntelligence(AvalancheMethod):
+    relative_speed = {"fc": 0.62}
     Config = SynapticIntelligenceConfig
     strategy_name = "SynapticIntelligence"
 
@@ -379,6 +382,7 @@ class LwFConfig:
 
 @register_method("avalanche:LwF")
 class AvalancheLwF(AvalancheMethod):
+    relative_speed = {"fc": 0.9}
     Config = LwFConfig
     strategy_name = "LwF"
 
@@ -394,6 +398,7 @@ class GEMConfig:
 
 @register_method("avalanche:GEM")
 class AvalancheGEM(AvalancheMethod):
+    relative_speed = {"fc": 0.47}
     Config = GEMConfig
     strategy_name = "GEM"
 
@@ -408,5 +413,6 @@ class ReplayConfig:
 
 @register_method("avalanche:Replay")
 class AvalancheReplay(AvalancheMethod):
+    relative_speed = {"fc": 0.83}
     Config = ReplayConfig
     strategy_name = "Replay"

@@ -63,6 +63,7 @@ class EWCConfig:
 
 @register_method("ewc")
 class EWC(Standard):
+    relative_speed = {"fc": 0.81, "conv": 0.63}
     version = "1"
     Config = EWCConfig
     scenarios = frozenset({"GG", "GNs", "GNu"})  # consolidation needs task boundaries

@@ -160,6 +160,7 @@ class HopfieldKit:
 
 @register_method("hopsupsup")
 class HopSupSup(Method):
+    relative_speed = {"fc": 0.5}
     version = "2"
     Config = HopSupSupConfig
     scenarios = frozenset({"GNs", "GNu"})  # trained with the task, recovered without it

@@ -18,6 +18,7 @@ class MultiheadConfig:
 
 @register_method("multihead")
 class Multihead(Method):
+    relative_speed = {"fc": 0.98, "conv": 0.94}
     version = "1"
     Config = MultiheadConfig
     scenarios = frozenset({"GG"})  # choosing the head needs the task at test time

@@ -434,11 +434,13 @@ class PSP(Method):
 
 @register_method("psp_binary")
 class PSPBinary(PSP):
+    relative_speed = {"fc": 0.85, "conv": 0.75}
     bank = BinaryBank
 
 
 @register_method("psp_complex")
 class PSPComplex(PSP):
+    relative_speed = {"fc": 0.3, "conv": 0.2}
     Config = PSPComplexConfig
     bank = PhaseBank
 
@@ -448,12 +450,14 @@ class PSPComplex(PSP):
 
 @register_method("psp_rotation")
 class PSPRotation(PSP):
+    relative_speed = {"fc": 0.46}
     bank = RotationBank
     backbones = frozenset({"fc"})  # on kernels a context would be (M Hw Ww)^2 numbers per layer and task
 
 
 @register_method("psp_onepower")
 class PSPOnePower(PSP):
+    relative_speed = {"fc": 0.3, "conv": 0.21}
     Config = PSPComplexConfig
     bank = OnePowerBank
 
@@ -464,6 +468,7 @@ class PSPOnePower(PSP):
 @register_method("psp_fast")
 class PSPFast(PSP):
     """A context per step of the cycle: only the period is known, not the task (sec. 4.1.3)."""
+    relative_speed = {"fc": 0.31}
 
     Config = PSPFastConfig
     local_mix: ClassVar[bool] = False
@@ -503,4 +508,5 @@ class PSPFast(PSP):
 
 @register_method("psp_fast_localmix")
 class PSPFastLocalMix(PSPFast):
+    relative_speed = {"fc": 0.31}
     local_mix = True

@@ -31,6 +31,7 @@ class SeparateConfig:
 
 @register_method("separate")
 class Separate(Method):
+    relative_speed = {"conv": 0.92}
     version = "1"
     Config = SeparateConfig
     scenarios = frozenset({"GG"})  # a model is chosen by the task
@@ -73,6 +74,7 @@ class SeparateHeadsConfig:
 @register_method("separate_heads")
 class SeparateHeads(Multihead):
     """``multihead`` whose trunk trains on the first task only."""
+    relative_speed = {"conv": 1.46}
 
     version = "1"
     Config = SeparateHeadsConfig

@@ -54,6 +54,7 @@ class SIConfig:
 
 @register_method("si")
 class SI(Standard):
+    relative_speed = {"fc": 0.85, "conv": 0.89}
     version = "1"
     Config = SIConfig
     scenarios = frozenset({"GG", "GNs", "GNu"})  # consolidation needs task boundaries

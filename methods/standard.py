@@ -28,6 +28,7 @@ class StandardConfig:
 
 @register_method("standard")
 class Standard(Method):
+    relative_speed = {"fc": 0.88, "conv": 1.0}
     version = "1"
     Config = StandardConfig
     scenarios = frozenset(SCENARIO_NAMES)
