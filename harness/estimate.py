@@ -24,7 +24,7 @@ from torch import nn
 from harness.backbones import BackboneSpec, backbone_factory
 from harness.cells import Cell
 from harness.config import parse_config
-from harness.runner import TrainingConfig
+from harness.training import TrainingConfig
 from methods import METHODS
 from methods.base import TorchKit
 from scenarios import STREAMS
@@ -36,7 +36,6 @@ REFERENCE_DEVICE = "2 CPU cores (the reference machine)"
 # networks use the machine less well; rates between two measured sizes are interpolated in log space.
 PLAIN_RATE = {"fc": ((5.32e5, 6.37e10), (3.72e6, 1.22e11)), "conv": ((1.09e8, 1.13e11), (1.09e8, 1.13e11))}
 INFERENCE_FACTOR = 3.0  # evaluation without the task: a forward and a backward pass for task inference first
-
 
 
 @dataclass(frozen=True)

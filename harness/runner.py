@@ -15,9 +15,9 @@ import platform
 import socket
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,7 @@ from harness.cells import Cell
 from harness.config import parse_config
 from harness.evaluation import Evaluator, Recorder
 from harness.meters import Clock, PeakMemory
+from harness.training import TrainingConfig
 from methods import METHODS
 from methods.base import BuildContext, LabelSpace, Method, SegmentData, TrainableParams, trainable
 from results.rows import RunRow, as_record
@@ -35,32 +36,6 @@ from results.schema import DIAGNOSTIC_PREFIX
 from scenarios import RULES, STREAMS, Scenario
 from scenarios.streams import Segment, Stream
 from scenarios.taxonomy import Rules
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    batch_size: int = field(default=128, metadata={"min": 1})  # both papers: 128
-    optimizer: Literal["rmsprop", "adam", "sgd"] = "rmsprop"  # both papers: RMSprop
-    lr: float = field(default=1e-4, metadata={"min": 0.0})  # both papers: 1e-4 on the MNIST family
-    momentum: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})  # rmsprop and sgd (papers: 0)
-    # L2 weight decay on every trained parameter, torch's ``weight_decay`` (SupSup's code: 1e-4 on its SGD scores)
-    weight_decay: float = field(default=0.0, metadata={"min": 0.0})
-    # within every segment: constant, or cosine decay to 0 over its steps (SupSup's cosine_lr, per task)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = field(default=0, metadata={"min": 0})  # linear warm-up at the start of every segment
-    probe_every: int = field(default=100, metadata={"min": 0})  # steps between probes of probe_task (0: none)
-    probe_task: int = field(default=0, metadata={"min": 0})  # PSP Figures 2-5 plot task 0 over time
-    probe_samples: int = field(default=2000, metadata={"min": 0})  # test examples per probe (0: all)
-    eval_batch_size: int = field(default=128, metadata={"min": 1})  # task inference runs once per test batch
-    eval_samples: int = field(default=0, metadata={"min": 0})  # test examples per task in the matrix (0: all)
-    eval_every_segments: int = field(default=1, metadata={"min": 1})  # matrix rows every N segments (and the last)
-    # GNu's training loss: over every k*l output ("all", the harness default), the classes of the tasks seen so far
-    # ("seen": van de Ven & Tolias 2019's active classes), or the current task's ("current"). Methods.base.LOSS_OUTPUTS
-    loss_outputs: Literal["all", "seen", "current"] = "all"
-
-    def __post_init__(self) -> None:
-        if self.optimizer == "adam" and self.momentum:
-            raise ValueError("momentum applies to rmsprop and sgd; adam has its own betas")
 
 
 @dataclass(frozen=True)

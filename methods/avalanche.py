@@ -239,8 +239,7 @@ class AvalancheMethod(Method):
             )
             self.model = make_task_heads_module(backbone.trunk, heads)
         else:
-            head = kit.linear(backbone.feature_dim, context.label_space.num_outputs)
-            self.model = nn.Sequential(backbone.trunk, head)
+            self.model = backbone.with_head(kit, context.label_space.num_outputs)
         self.bridge = make_bridge_plugin()
         self.strategy: Any = None
         self.segments = 0

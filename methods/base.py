@@ -102,6 +102,10 @@ class Backbone:
     trunk: nn.Module
     feature_dim: int
 
+    def with_head(self, kit: LayerKit, outputs: int) -> nn.Sequential:
+        """The trunk followed by one ``outputs``-way linear head from ``kit``: the network most methods train."""
+        return nn.Sequential(self.trunk, kit.linear(self.feature_dim, outputs))
+
 
 BackboneFactory = Callable[[LayerKit], Backbone]
 TrainableParams = Sequence[nn.Parameter] | Sequence[dict]
@@ -214,7 +218,9 @@ class Method(ABC):
         """Why this method cannot run here (e.g. an optional package is missing), or None. Checked before any work."""
         return None
 
-    def __init__(self, config: object) -> None:
+    config: Any  # an instance of the class's ``Config``; each method annotates its own (``config: EWCConfig``)
+
+    def __init__(self, config: Any) -> None:
         self.config = config
 
     @abstractmethod

@@ -77,7 +77,7 @@ class EWC(Standard):
         return net
 
     def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
-        loss = F.cross_entropy(self.training_logits(x, task), y)
+        loss = super().loss(x, y, task)
         if not self.consolidated:
             return loss
         return loss + quadratic_penalty(

@@ -369,6 +369,7 @@ class PSP(Method):
 
     version = "1"
     Config = PSPConfig
+    config: PSPConfig
     scenarios = frozenset({"GG"})  # the context comes from the given task (or time)
 
     bank: ClassVar[type[ContextBank]]  # the kind of context every layer gets
@@ -392,7 +393,7 @@ class PSP(Method):
         torch.manual_seed(layer_seed(context.seed, 0, "weights"))
         kit = PSPKit(bank, self.state, self.per_context_norm, self.config.bias)  # type: ignore[attr-defined]
         backbone = context.make_backbone(kit)
-        self.net = nn.Sequential(backbone.trunk, kit.linear(backbone.feature_dim, context.label_space.num_outputs))
+        self.net = backbone.with_head(kit, context.label_space.num_outputs)
         self.layers = kit.layers
         self.norms = kit.norms
         self.used: set[Index] = set()
@@ -468,6 +469,7 @@ class PSPOnePower(PSP):
 @register_method("psp_fast")
 class PSPFast(PSP):
     """A context per step of the cycle: only the period is known, not the task (sec. 4.1.3)."""
+
     relative_speed = {"fc": 0.31}
 
     Config = PSPFastConfig

@@ -34,6 +34,7 @@ class Separate(Method):
     relative_speed = {"conv": 0.92}
     version = "1"
     Config = SeparateConfig
+    config: SeparateConfig
     scenarios = frozenset({"GG"})  # a model is chosen by the task
 
     def build(self, context: BuildContext) -> nn.Module:
@@ -42,7 +43,7 @@ class Separate(Method):
 
         def model() -> nn.Module:
             backbone = context.make_backbone(kit)
-            return nn.Sequential(backbone.trunk, kit.linear(backbone.feature_dim, classes))
+            return backbone.with_head(kit, classes)
 
         self.models = nn.ModuleList(model() for _ in range(context.label_space.num_tasks))
         self.seen: set[int] = set()
@@ -74,6 +75,7 @@ class SeparateHeadsConfig:
 @register_method("separate_heads")
 class SeparateHeads(Multihead):
     """``multihead`` whose trunk trains on the first task only."""
+
     relative_speed = {"conv": 1.46}
 
     version = "1"

@@ -295,8 +295,10 @@ class SupSup(Method):
         if scenario == "GG":
             return 0.0
         return sum(k * batches_per_task * k for k in tasks_seen) * MASK_SECONDS_PER_FLOP * flops
+
     version = "1"
     Config = SupSupConfig
+    config: SupSupConfig
     scenarios = frozenset(SCENARIO_NAMES)
     config: SupSupConfig
 
@@ -327,7 +329,7 @@ class SupSup(Method):
         self.state = MaskState()
         kit = SupermaskKit(context.seed, self.state, self._layer_keep(context) if use_top else None, context.device)
         backbone = context.make_backbone(kit)
-        self.net = nn.Sequential(backbone.trunk, kit.linear(backbone.feature_dim, self.outputs))
+        self.net = backbone.with_head(kit, self.outputs)
         self.layers = kit.layers
         self.norms = kit.norms
         self.slot_task: list[int] = []  # GG and GN: the task of every slot
