@@ -26,7 +26,8 @@ from _common import ROOT
 
 from harness.backbones import PRESETS, backbone_factory
 from harness.grid import make_cell
-from harness.runner import PeakMemory, WorkerSettings, run_cell
+from harness.meters import PeakMemory
+from harness.runner import WorkerSettings, run_cell
 from methods import METHODS
 from methods.base import TorchKit
 from scenarios.cifar import CHANNEL_STATS, random_crop_and_flip

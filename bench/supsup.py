@@ -138,7 +138,7 @@ def inference(args: argparse.Namespace) -> None:
     import torch
 
     from harness.backbones import PRESETS, backbone_factory
-    from harness.runner import PeakMemory
+    from harness.meters import PeakMemory
     from methods.base import BuildContext, LabelSpace
     from methods.supsup import SupSup, SupSupConfig
 

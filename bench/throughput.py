@@ -28,7 +28,8 @@ from torch import nn
 
 from harness.backbones import PRESETS
 from harness.grid import make_cell
-from harness.runner import PeakMemory, WorkerSettings, run_cell
+from harness.meters import PeakMemory
+from harness.runner import WorkerSettings, run_cell
 from methods import METHODS
 from scenarios.datasets import load_idx_dataset
 

@@ -98,9 +98,13 @@ def _dry_run(cells: Sequence[Cell], data_dir: Path | None, out: Path) -> None:
     hours_by_tag: dict[str, float] = {}
     cells_by_tag: dict[str, int] = {}
     total = 0.0
+    unmeasured: set[str] = set()
     for cell in cells:
-        hours = estimate_cell(cell).seconds / 3600
+        estimate = estimate_cell(cell)
+        hours = estimate.seconds / 3600
         total += hours
+        if not estimate.speed_measured:
+            unmeasured.add(f"{cell.method} on {estimate.backbone_kind}")
         needs = STREAMS.get(cell.stream).datasets
         data = ",".join(f"{n}({'present' if status[n][0] else 'missing'})" for n in needs) or "none"
         protocol = describe_protocol(protocol_of({"stream_config": cell.stream_config, "training": cell.training}))
@@ -117,6 +121,8 @@ def _dry_run(cells: Sequence[Cell], data_dir: Path | None, out: Path) -> None:
     print("data:")
     for name, (present, where) in status.items():
         print(f"  {name}: {'present in ' + where if present else where}")
+    if unmeasured:
+        print(f"speed not measured, estimated at the plain loop's: {', '.join(sorted(unmeasured))}")
     print(f"{len(cells)} cells; about {total:.1f} device-hours on {REFERENCE_DEVICE}; output: {out}")
 
 

@@ -4,7 +4,9 @@ A cell's cost is its training samples times the backbone's training FLOPs per
 sample (three forward passes' worth), divided by the rate the plain PyTorch
 loop reached on that kind of backbone here, divided by the method's measured
 speed relative to that loop; plus its evaluations (forward passes, three times
-dearer when the task must be inferred). The rates were measured on this
+dearer when the task must be inferred), and whatever the method adds to them
+(``Method.inference_seconds``). Each method states its own speed
+(``Method.relative_speed``). The rates were measured on this
 project's reference machine (2 CPU cores, no GPU) with ``bench/throughput.py``
 and ``bench/conv_throughput.py``; on other hardware the estimate scales by how
 much faster its plain loop is, which those scripts measure.
@@ -22,7 +24,8 @@ from torch import nn
 from harness.backbones import BackboneSpec, backbone_factory
 from harness.cells import Cell
 from harness.config import parse_config
-from harness.runner import TrainingConfig
+from harness.training import TrainingConfig
+from methods import METHODS
 from methods.base import TorchKit
 from scenarios import STREAMS
 
@@ -32,25 +35,7 @@ REFERENCE_DEVICE = "2 CPU cores (the reference machine)"
 # (bench/throughput.py); GEM's ResNet-18 on 32x32 images at 314 images/s (bench/conv_throughput.py). Small
 # networks use the machine less well; rates between two measured sizes are interpolated in log space.
 PLAIN_RATE = {"fc": ((5.32e5, 6.37e10), (3.72e6, 1.22e11)), "conv": ((1.09e8, 1.13e11), (1.09e8, 1.13e11))}
-# Method speed relative to the plain loop on the same model (bench/throughput.py on FC 1024-1024, and
-# bench/conv_throughput.py on GEM's ResNet-18; Avalanche's strategies: bench/avalanche_peer.py and
-# bench/throughput.py, FC 1024-1024 in GNs); methods not listed count as 1.
-METHOD_SPEED = {
-    "fc": {
-        "standard": 0.88, "multihead": 0.98, "ewc": 0.81, "si": 0.85, "psp_binary": 0.85, "psp_complex": 0.30,
-        "psp_rotation": 0.46, "psp_onepower": 0.30, "psp_fast": 0.31, "psp_fast_localmix": 0.31, "supsup": 0.76,
-        "batche": 0.70, "hopsupsup": 0.50, "avalanche:Naive": 0.88, "avalanche:EWC": 0.43,
-        "avalanche:SynapticIntelligence": 0.62, "avalanche:LwF": 0.90, "avalanche:GEM": 0.47, "avalanche:Replay": 0.83,
-    },
-    "conv": {
-        "standard": 1.00, "multihead": 0.94, "ewc": 0.63, "si": 0.89, "psp_binary": 0.75, "psp_complex": 0.20,
-        "psp_onepower": 0.21, "supsup": 0.71, "batche": 0.65, "separate": 0.92, "separate_heads": 1.46,
-    },
-}  # fmt: skip
 INFERENCE_FACTOR = 3.0  # evaluation without the task: a forward and a backward pass for task inference first
-# SupSup's One-Shot superposes every stored mask for each test batch: 0.236 s per batch for 1,000 LeNet 300-100
-# masks (bench/supsup.py inference), i.e. per batch and mask, in proportion to the weights (FLOPs) of the net.
-MASK_SECONDS_PER_FLOP = 0.236 / 1000 / 5.32e5
 
 
 @dataclass(frozen=True)
@@ -58,6 +43,8 @@ class Estimate:
     train_samples: int
     eval_samples: int
     seconds: float
+    backbone_kind: str  # "fc" or "conv": what the method's speed is stated for
+    speed_measured: bool  # False: the method states no speed on this backbone kind; the plain loop's was used
 
 
 @functools.lru_cache(maxsize=64)
@@ -110,10 +97,11 @@ def estimate_cell(cell: Cell) -> Estimate:
             * min(training.probe_samples or plan.test_per_task, plan.test_per_task)
         )
     inference = 1.0 if cell.scenario == "GG" else INFERENCE_FACTOR
-    speed = METHOD_SPEED[spec.kind].get(cell.method, 1.0)
+    method = METHODS.get(cell.method)
+    speed = method.relative_speed.get(spec.kind)
     rate = plain_rate(spec.kind, flops)
-    seconds = train_samples * 3 * flops / (rate * speed) + eval_samples * flops * inference / rate
-    if cell.method == "supsup" and cell.scenario != "GG":  # One-Shot's cost grows with the masks stored
-        batches_per_task = math.ceil(per_task / training.eval_batch_size)
-        seconds += sum(k * batches_per_task * k for k in tasks_seen) * MASK_SECONDS_PER_FLOP * flops
-    return Estimate(train_samples, eval_samples, seconds)
+    seconds = train_samples * 3 * flops / (rate * (speed or 1.0)) + eval_samples * flops * inference / rate
+    config = parse_config(method.Config, cell.method_config, cell.method)
+    batches_per_task = math.ceil(per_task / training.eval_batch_size)
+    seconds += method.inference_seconds(config, cell.scenario, tasks_seen, batches_per_task, flops)
+    return Estimate(train_samples, eval_samples, seconds, spec.kind, speed is not None)

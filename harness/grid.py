@@ -34,7 +34,7 @@ from harness.backbones import parse_backbone
 from harness.cells import Cell
 from harness.config import ConfigError, config_to_dict, parse_config
 from harness.registry import UnknownNameError, did_you_mean
-from harness.runner import TrainingConfig
+from harness.training import TrainingConfig
 from methods import METHODS
 from scenarios import STREAMS, parse_scenario
 

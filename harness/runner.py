@@ -15,9 +15,9 @@ import platform
 import socket
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,38 +26,16 @@ import harness
 from harness.backbones import BackboneSpec, backbone_factory
 from harness.cells import Cell
 from harness.config import parse_config
+from harness.evaluation import Evaluator, Recorder
+from harness.meters import Clock, PeakMemory
+from harness.training import TrainingConfig
 from methods import METHODS
 from methods.base import BuildContext, LabelSpace, Method, SegmentData, TrainableParams, trainable
+from results.rows import RunRow, as_record
 from results.schema import DIAGNOSTIC_PREFIX
 from scenarios import RULES, STREAMS, Scenario
 from scenarios.streams import Segment, Stream
-from scenarios.taxonomy import Rules, to_label_space
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    batch_size: int = field(default=128, metadata={"min": 1})  # both papers: 128
-    optimizer: Literal["rmsprop", "adam", "sgd"] = "rmsprop"  # both papers: RMSprop
-    lr: float = field(default=1e-4, metadata={"min": 0.0})  # both papers: 1e-4 on the MNIST family
-    momentum: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})  # rmsprop and sgd (papers: 0)
-    # L2 weight decay on every trained parameter, torch's ``weight_decay`` (SupSup's code: 1e-4 on its SGD scores)
-    weight_decay: float = field(default=0.0, metadata={"min": 0.0})
-    # within every segment: constant, or cosine decay to 0 over its steps (SupSup's cosine_lr, per task)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = field(default=0, metadata={"min": 0})  # linear warm-up at the start of every segment
-    probe_every: int = field(default=100, metadata={"min": 0})  # steps between probes of probe_task (0: none)
-    probe_task: int = field(default=0, metadata={"min": 0})  # PSP Figures 2-5 plot task 0 over time
-    probe_samples: int = field(default=2000, metadata={"min": 0})  # test examples per probe (0: all)
-    eval_batch_size: int = field(default=128, metadata={"min": 1})  # task inference runs once per test batch
-    eval_samples: int = field(default=0, metadata={"min": 0})  # test examples per task in the matrix (0: all)
-    eval_every_segments: int = field(default=1, metadata={"min": 1})  # matrix rows every N segments (and the last)
-    # GNu's training loss: over every k*l output ("all", the harness default), the classes of the tasks seen so far
-    # ("seen": van de Ven & Tolias 2019's active classes), or the current task's ("current"). Methods.base.LOSS_OUTPUTS
-    loss_outputs: Literal["all", "seen", "current"] = "all"
-
-    def __post_init__(self) -> None:
-        if self.optimizer == "adam" and self.momentum:
-            raise ValueError("momentum applies to rmsprop and sgd; adam has its own betas")
+from scenarios.taxonomy import Rules
 
 
 @dataclass(frozen=True)
@@ -113,67 +91,6 @@ def build_method(cell: Cell) -> Method:
     return cls(parse_config(cls.Config, cell.method_config, f"method {cell.method}"))
 
 
-class PeakMemory:
-    """Peak memory of this cell: CUDA allocations on a GPU, else the process's resident set (VmHWM)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        else:
-            try:  # "5" resets the resident-set high-water mark (Linux >= 4.0), so reused workers measure per cell
-                Path("/proc/self/clear_refs").write_text("5")
-            except OSError:
-                pass
-
-    @property
-    def kind(self) -> str:
-        return "cuda_allocated" if self.device.type == "cuda" else "process_rss"
-
-    def peak_bytes(self) -> int:
-        if self.device.type == "cuda":
-            return int(torch.cuda.max_memory_allocated(self.device))
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class Clock:
-    """Splits wall time into training and evaluation; syncs the device only when reading it."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.start = time.perf_counter()
-        self.setup_seconds = 0.0  # building the stream and the model, before the first step
-        self.eval_seconds = 0.0
-        self._eval_started = 0.0
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def begin_eval(self) -> None:
-        self.sync()
-        self._eval_started = time.perf_counter()
-
-    def end_eval(self) -> None:
-        self.sync()
-        self.eval_seconds += time.perf_counter() - self._eval_started
-
-    def end_setup(self) -> None:
-        self.sync()
-        self.setup_seconds = time.perf_counter() - self.start
-
-    def wall(self) -> float:
-        return time.perf_counter() - self.start
-
-
 class Loop:
     """The state of one cell's training; methods never see it."""
 
@@ -182,7 +99,7 @@ class Loop:
         self.device = torch.device(settings.device)
         self.training = parse_config(TrainingConfig, cell.training, "training")
         self.rules: Rules = RULES[Scenario(cell.scenario)]
-        self.rows: list[dict[str, Any]] = []
+        self.recorder = Recorder(cell.cell_id)
         self.step = 0
         self.samples = 0
         self.seen: list[int] = []
@@ -206,58 +123,22 @@ class Loop:
         self.module = self.method.build(context).to(self.device)
         self.module.train()
         self.optimizer = make_optimizer(trainable(self.module), self.training)
+        self.evaluator = Evaluator(self.method, self.stream, self.labels, self.rules, self.training.eval_batch_size)
         self.clock.end_setup()
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.recorder.rows
 
     def _restart_optimizer(self, params: TrainableParams | None) -> None:
         if params is not None:
             self.optimizer = make_optimizer(params, self.training)
 
     def _targets(self, local: Tensor, task: int) -> Tensor:
-        return to_label_space(local, task, self.labels.classes_per_task, self.labels.shared)
+        return self.evaluator.targets(local, task)
 
     def record(self, segment: int, eval_task: int, metric: str, value: float, n: int) -> None:
-        self.rows.append(
-            {
-                "cell_id": self.cell.cell_id,
-                "step": self.step,
-                "segment": segment,
-                "tasks_seen": len(self.seen),
-                "eval_task": eval_task,
-                "metric": metric,
-                "value": float(value),
-                "n": int(n),
-            }
-        )
-
-    @torch.enable_grad()
-    def evaluate(self, task: int, limit: int | None) -> dict[str, tuple[float, int]]:
-        """Accuracy on a task's test set, and task-inference accuracy where the task is hidden and inferable."""
-        visible = task if self.rules.task_at_test else None
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        task_correct = torch.zeros((), device=self.device, dtype=torch.long)
-        n = 0
-        inferred_any = False
-        for x, local in self.stream.test_batches(task, self.training.eval_batch_size, limit):
-            prediction = self.method.predict(x, visible)
-            logits = prediction.logits
-            if logits.shape != (len(x), self.labels.num_outputs):
-                raise ValueError(
-                    f"method {self.cell.method} predicted logits of shape {tuple(logits.shape)}, "
-                    f"the label space needs ({len(x)}, {self.labels.num_outputs})"
-                )
-            predicted = logits.argmax(1)
-            correct += (predicted == self._targets(local, task)).sum()
-            inferred = prediction.task
-            if inferred is None and not self.labels.shared:
-                inferred = predicted // self.labels.classes_per_task  # the task a k*l-way answer names
-            if inferred is not None and visible is None:
-                task_correct += (inferred == task).sum()
-                inferred_any = True
-            n += len(x)
-        metrics = {"accuracy": (correct.item() / max(n, 1), n)}
-        if inferred_any:
-            metrics["task_inference_accuracy"] = (task_correct.item() / max(n, 1), n)
-        return metrics
+        self.recorder.record(self.step, segment, len(self.seen), eval_task, metric, value, n)
 
     def _check_loss(self) -> None:
         if self.last_loss is not None and not torch.isfinite(self.last_loss).item():
@@ -269,7 +150,7 @@ class Loop:
         self.module.eval()
         self._check_loss()
         limit = self.training.probe_samples or None
-        for metric, (value, n) in self.evaluate(task, limit).items():
+        for metric, (value, n) in self.evaluator.measure(task, limit).items():
             self.record(segment.index, task, f"probe_{metric}", value, n)
         self.module.train()
         self.clock.end_eval()
@@ -282,7 +163,7 @@ class Loop:
             self.record(segment.index, segment.task, "train_loss", self.last_loss.item(), self.training.batch_size)
         limit = self.training.eval_samples or None
         for task in self.seen:
-            for metric, (value, n) in self.evaluate(task, limit).items():
+            for metric, (value, n) in self.evaluator.measure(task, limit).items():
                 self.record(segment.index, task, metric, value, n)
         self.record(segment.index, -1, "storage_bytes", sum(self.method.storage().values()), 0)
         for name, value in self.method.diagnostics().items():
@@ -382,14 +263,6 @@ class Loop:
                 self.evaluate_seen(segment)
 
 
-def _versions() -> dict[str, str]:
-    return {
-        "harness_version": harness.__version__,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-    }
-
-
 def run_cell(cell: Cell, settings: WorkerSettings) -> CellResult:
     """Train and evaluate one cell here; failures are returned as a failed run, with the rows made before."""
     torch.set_num_threads(max(1, settings.threads))
@@ -432,38 +305,41 @@ def make_run_row(
         except Exception:  # a method that failed half-built may not know its storage
             storage = {}
     samples = loop.samples if loop else 0
-    return {
-        "cell_id": cell.cell_id,
-        "grid": cell.grid,
-        "tags": ",".join(cell.tags),
-        "method": cell.method,
-        "method_version": cell.method_version,
-        "method_config": json.dumps(cell.method_config, sort_keys=True),
-        "stream": cell.stream,
-        "stream_config": json.dumps(cell.stream_config, sort_keys=True),
-        "scenario": cell.scenario,
-        "backbone": json.dumps(cell.backbone, sort_keys=True),
-        "training": json.dumps(cell.training, sort_keys=True),
-        "seed": cell.seed,
-        "status": "ok" if error is None else "failed",
-        "error": "" if error is None else _one_line(error),
-        "traceback": trace[-8000:],
-        "started_at": started,
-        "wall_seconds": wall,
-        "setup_seconds": setup_seconds,
-        "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
-        "steps": loop.step if loop else 0,
-        "samples": samples,
-        "samples_per_second": samples / train_seconds if train_seconds > 0 else 0.0,
-        "peak_memory_bytes": loop.memory.peak_bytes() if loop else 0,
-        "peak_memory_kind": loop.memory.kind if loop else "",
-        "storage_bytes": sum(storage.values()),
-        "storage_parts": json.dumps(storage, sort_keys=True),
-        "device": settings.device,
-        "threads": settings.threads,
-        "hostname": socket.gethostname(),
-        "pid": os.getpid(),
-        "git_sha": settings.git_sha,
-        **_versions(),
-    }
+    row = RunRow(
+        cell_id=cell.cell_id,
+        grid=cell.grid,
+        tags=",".join(cell.tags),
+        method=cell.method,
+        method_version=cell.method_version,
+        method_config=json.dumps(cell.method_config, sort_keys=True),
+        stream=cell.stream,
+        stream_config=json.dumps(cell.stream_config, sort_keys=True),
+        scenario=cell.scenario,
+        backbone=json.dumps(cell.backbone, sort_keys=True),
+        training=json.dumps(cell.training, sort_keys=True),
+        seed=cell.seed,
+        status="ok" if error is None else "failed",
+        error="" if error is None else _one_line(error),
+        traceback=trace[-8000:],
+        started_at=started,
+        wall_seconds=wall,
+        setup_seconds=setup_seconds,
+        train_seconds=train_seconds,
+        eval_seconds=eval_seconds,
+        steps=loop.step if loop else 0,
+        samples=samples,
+        samples_per_second=samples / train_seconds if train_seconds > 0 else 0.0,
+        peak_memory_bytes=loop.memory.peak_bytes() if loop else 0,
+        peak_memory_kind=loop.memory.kind if loop else "",
+        storage_bytes=sum(storage.values()),
+        storage_parts=json.dumps(storage, sort_keys=True),
+        device=settings.device,
+        threads=settings.threads,
+        hostname=socket.gethostname(),
+        pid=os.getpid(),
+        git_sha=settings.git_sha,
+        harness_version=harness.__version__,
+        torch_version=str(torch.__version__),
+        python_version=platform.python_version(),
+    )
+    return as_record(row)

@@ -45,7 +45,7 @@ class Template(Method):
     def build(self, context: BuildContext) -> nn.Module:
         kit = TorchKit()  # supply your own kit to change the layer types of every backbone
         backbone = context.make_backbone(kit)
-        self.net = nn.Sequential(backbone.trunk, kit.linear(backbone.feature_dim, context.label_space.num_outputs))
+        self.net = backbone.with_head(kit, context.label_space.num_outputs)
         self.initial = [p.detach().clone() for p in self.net.parameters()]
         return self.net  # the root of all modules: the runner moves it between train and eval mode
 

@@ -241,8 +241,7 @@ class AvalancheMethod(Method):
             )
             self.model = make_task_heads_module(backbone.trunk, heads)
         else:
-            head = kit.linear(backbone.feature_dim, context.label_space.num_outputs)
-            self.model = nn.Sequential(backbone.trunk, head)
+            self.model = backbone.with_head(kit, context.label_space.num_outputs)
         self.bridge = make_bridge_plugin()
         self.strategy: Any = None
         self.segments = 0
@@ -314,6 +313,7 @@ class NaiveConfig:
 
 @register_method("avalanche:Naive")
 class AvalancheNaive(AvalancheMethod):
+    relative_speed = {"fc": 0.88}
     Config = NaiveConfig
     strategy_name = "Naive"
 
@@ -330,6 +330,7 @@ class EWCConfig:
 
 @register_method("avalanche:EWC")
 class AvalancheEWC(AvalancheMethod):
+    relative_speed = {"fc": 0.43}
     Config = EWCConfig
     strategy_name = "EWC"
 
@@ -352,6 +353,7 @@ class SynapticIntelligenceConfig:
 
 @register_method("avalanche:SynapticIntelligence")
 class AvalancheSynapticIntelligence(AvalancheMethod):
+    relative_speed = {"fc": 0.62}
     Config = SynapticIntelligenceConfig
     strategy_name = "SynapticIntelligence"
 
@@ -381,6 +383,7 @@ class LwFConfig:
 
 @register_method("avalanche:LwF")
 class AvalancheLwF(AvalancheMethod):
+    relative_speed = {"fc": 0.9}
     Config = LwFConfig
     strategy_name = "LwF"
 
@@ -396,6 +399,7 @@ class GEMConfig:
 
 @register_method("avalanche:GEM")
 class AvalancheGEM(AvalancheMethod):
+    relative_speed = {"fc": 0.47}
     Config = GEMConfig
     strategy_name = "GEM"
 
@@ -410,5 +414,6 @@ class ReplayConfig:
 
 @register_method("avalanche:Replay")
 class AvalancheReplay(AvalancheMethod):
+    relative_speed = {"fc": 0.83}
     Config = ReplayConfig
     strategy_name = "Replay"

@@ -23,8 +23,8 @@ Hooks that return parameters may return torch parameter groups instead
 train at different rates.
 
 ``task`` is None wherever the scenario hides it. Scenario names are plain
-strings here ("GG", "GNs", "GNu", "NNs") because methods never import
-``scenarios``; the harness checks them against the taxonomy.
+strings here ("GG", "GNs", "GNu", "NNs"), the values of the taxonomy's
+``Scenario``; methods import nothing else of ``scenarios``.
 
 Backbones are written once against a :class:`LayerKit`; a method that needs
 other layers (PSP contexts, SupSup masks, BatchE factors) hands the backbone
@@ -34,16 +34,17 @@ factory its own kit.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from harness.registry import Registry
+from scenarios.taxonomy import Scenario
 
-SCENARIO_NAMES = ("GG", "GNs", "GNu", "NNs")
+SCENARIO_NAMES = tuple(scenario.value for scenario in Scenario)
 LOSS_OUTPUTS = ("all", "seen", "current")  # which outputs a GNu training loss sees (the training config's loss_outputs)
 BACKBONE_KINDS = ("fc", "conv")  # what a kit builds: linear layers only, or convolutional ones too
 
@@ -100,6 +101,10 @@ class Backbone:
 
     trunk: nn.Module
     feature_dim: int
+
+    def with_head(self, kit: LayerKit, outputs: int) -> nn.Sequential:
+        """The trunk followed by one ``outputs``-way linear head from ``kit``: the network most methods train."""
+        return nn.Sequential(self.trunk, kit.linear(self.feature_dim, outputs))
 
 
 BackboneFactory = Callable[[LayerKit], Backbone]
@@ -197,13 +202,28 @@ class Method(ABC):
     # True where the tensors it trains hold no finished task's state (only shared weights, or the current task's
     # own parameters): L2 decay (training weight_decay) would otherwise erode the rows a step leaves at zero gradient
     takes_weight_decay: ClassVar[bool] = False
+    # The dry run's cost model: training speed relative to the runner's plain loop on the same network, per backbone
+    # kind, as measured by bench/throughput.py ("fc": FC 1024-1024) and bench/conv_throughput.py ("conv": GEM's
+    # ResNet-18). Never inherited (register_method reads the class's own): a kind left out is estimated at the plain
+    # loop's speed, and the dry run says so.
+    relative_speed: ClassVar[Mapping[str, float]] = {}
+
+    @classmethod
+    def inference_seconds(
+        cls, config: Any, scenario: str, tasks_seen: Sequence[int], batches_per_task: int, flops: float
+    ) -> float:
+        """Evaluation time beyond the forward passes the dry run counts for every method (0 unless it grows with
+        something else, as SupSup's One-Shot does with the masks stored); ``tasks_seen`` per evaluation."""
+        return 0.0
 
     @classmethod
     def unavailable(cls) -> str | None:
         """Why this method cannot run here (e.g. an optional package is missing), or None. Checked before any work."""
         return None
 
-    def __init__(self, config: object) -> None:
+    config: Any  # an instance of the class's ``Config``; each method annotates its own (``config: EWCConfig``)
+
+    def __init__(self, config: Any) -> None:
         self.config = config
 
     @abstractmethod
@@ -260,6 +280,7 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
         if getattr(cls, hook) is getattr(Method, hook):
             raise TypeError(f"method {name!r} ({cls.__qualname__}) must define {hook}()")
         cls.name = name
+        cls.relative_speed = dict(vars(cls).get("relative_speed", {}))  # a subclass measures its own
         return METHODS.register(name)(cls)
 
     return add

@@ -202,6 +202,7 @@ class RankOneKit:
 
 @register_method("batche")
 class BatchE(Method):
+    relative_speed = {"fc": 0.7, "conv": 0.65}
     version = "1"
     Config = BatchEConfig
     scenarios = frozenset({"GG", "GNs", "GNu"})

@@ -63,6 +63,7 @@ class EWCConfig:
 
 @register_method("ewc")
 class EWC(Standard):
+    relative_speed = {"fc": 0.81, "conv": 0.63}
     version = "1"
     Config = EWCConfig
     scenarios = frozenset({"GG", "GNs", "GNu"})  # consolidation needs task boundaries
@@ -76,7 +77,7 @@ class EWC(Standard):
         return net
 
     def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
-        loss = F.cross_entropy(self.training_logits(x, task), y)
+        loss = super().loss(x, y, task)
         if not self.consolidated:
             return loss
         return loss + quadratic_penalty(

@@ -161,6 +161,7 @@ class HopfieldKit:
 @register_method("hopsupsup")
 class HopSupSup(Method):
     takes_weight_decay = True
+    relative_speed = {"fc": 0.5}
     version = "2"
     Config = HopSupSupConfig
     scenarios = frozenset({"GNs", "GNu"})  # trained with the task, recovered without it
@@ -176,7 +177,7 @@ class HopSupSup(Method):
         backbone = context.make_backbone(kit)
         if not kit.units:
             raise ValueError("hopsupsup masks hidden units: the backbone needs at least one hidden layer")
-        self.net = nn.Sequential(backbone.trunk, kit.linear(backbone.feature_dim, context.label_space.num_outputs))
+        self.net = backbone.with_head(kit, context.label_space.num_outputs)
         self.units = kit.units
         sizes = [len(u.scores) for u in self.units]
         self.hopfield = [torch.zeros(d, d, device=context.device) for d in sizes]

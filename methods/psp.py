@@ -369,6 +369,7 @@ class PSP(Method):
 
     version = "1"
     Config = PSPConfig
+    config: PSPConfig
     scenarios = frozenset({"GG"})  # the context comes from the given task (or time)
 
     bank: ClassVar[type[ContextBank]]  # the kind of context every layer gets
@@ -392,7 +393,7 @@ class PSP(Method):
         torch.manual_seed(layer_seed(context.seed, 0, "weights"))
         kit = PSPKit(bank, self.state, self.per_context_norm, self.config.bias)  # type: ignore[attr-defined]
         backbone = context.make_backbone(kit)
-        self.net = nn.Sequential(backbone.trunk, kit.linear(backbone.feature_dim, context.label_space.num_outputs))
+        self.net = backbone.with_head(kit, context.label_space.num_outputs)
         self.layers = kit.layers
         self.norms = kit.norms
         self.used: set[Index] = set()
@@ -434,11 +435,13 @@ class PSP(Method):
 
 @register_method("psp_binary")
 class PSPBinary(PSP):
+    relative_speed = {"fc": 0.85, "conv": 0.75}
     bank = BinaryBank
 
 
 @register_method("psp_complex")
 class PSPComplex(PSP):
+    relative_speed = {"fc": 0.3, "conv": 0.2}
     Config = PSPComplexConfig
     bank = PhaseBank
 
@@ -448,12 +451,14 @@ class PSPComplex(PSP):
 
 @register_method("psp_rotation")
 class PSPRotation(PSP):
+    relative_speed = {"fc": 0.46}
     bank = RotationBank
     backbones = frozenset({"fc"})  # on kernels a context would be (M Hw Ww)^2 numbers per layer and task
 
 
 @register_method("psp_onepower")
 class PSPOnePower(PSP):
+    relative_speed = {"fc": 0.3, "conv": 0.21}
     Config = PSPComplexConfig
     bank = OnePowerBank
 
@@ -464,6 +469,8 @@ class PSPOnePower(PSP):
 @register_method("psp_fast")
 class PSPFast(PSP):
     """A context per step of the cycle: only the period is known, not the task (sec. 4.1.3)."""
+
+    relative_speed = {"fc": 0.31}
 
     Config = PSPFastConfig
     local_mix: ClassVar[bool] = False
@@ -503,4 +510,5 @@ class PSPFast(PSP):
 
 @register_method("psp_fast_localmix")
 class PSPFastLocalMix(PSPFast):
+    relative_speed = {"fc": 0.31}
     local_mix = True

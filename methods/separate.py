@@ -32,8 +32,10 @@ class SeparateConfig:
 @register_method("separate")
 class Separate(Method):
     takes_weight_decay = True
+    relative_speed = {"conv": 0.92}
     version = "1"
     Config = SeparateConfig
+    config: SeparateConfig
     scenarios = frozenset({"GG"})  # a model is chosen by the task
 
     def build(self, context: BuildContext) -> nn.Module:
@@ -42,7 +44,7 @@ class Separate(Method):
 
         def model() -> nn.Module:
             backbone = context.make_backbone(kit)
-            return nn.Sequential(backbone.trunk, kit.linear(backbone.feature_dim, classes))
+            return backbone.with_head(kit, classes)
 
         self.models = nn.ModuleList(model() for _ in range(context.label_space.num_tasks))
         self.seen: set[int] = set()
@@ -74,6 +76,8 @@ class SeparateHeadsConfig:
 @register_method("separate_heads")
 class SeparateHeads(Multihead):
     """``multihead`` whose trunk trains on the first task only."""
+
+    relative_speed = {"conv": 1.46}
 
     version = "1"
     Config = SeparateHeadsConfig

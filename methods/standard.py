@@ -29,15 +29,17 @@ class StandardConfig:
 @register_method("standard")
 class Standard(Method):
     takes_weight_decay = True
+    relative_speed = {"fc": 0.88, "conv": 1.0}
     version = "1"
     Config = StandardConfig
+    config: StandardConfig
     scenarios = frozenset(SCENARIO_NAMES)
     loss_outputs = frozenset(LOSS_OUTPUTS)
 
     def build(self, context: BuildContext) -> nn.Module:
         kit = TorchKit()
         backbone = context.make_backbone(kit)
-        self.net = nn.Sequential(backbone.trunk, kit.linear(backbone.feature_dim, context.label_space.num_outputs))
+        self.net = backbone.with_head(kit, context.label_space.num_outputs)
         self.outputs = TrainingOutputs(context.label_space, context.loss_outputs)
         return self.net
 

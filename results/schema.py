@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from results.rows import EvalRow, RunRow, columns
+
 SCHEMA_VERSION = 2  # 2: a method's diagnostics are metrics named DIAGNOSTIC_PREFIX + name
 DIAGNOSTIC_PREFIX = "diagnostic:"  # no metric of the harness has a colon, so a diagnostic never reads as a metric
 METRICS = (
@@ -15,58 +17,24 @@ METRICS = (
     "storage_bytes",
 )  # what the harness itself records in the evals table's metric column
 
-RUNS = pa.schema(
-    [
-        ("cell_id", pa.string()),
-        ("grid", pa.string()),
-        ("tags", pa.string()),
-        ("method", pa.string()),
-        ("method_version", pa.string()),
-        ("method_config", pa.string()),  # JSON
-        ("stream", pa.string()),
-        ("stream_config", pa.string()),  # JSON
-        ("scenario", pa.string()),
-        ("backbone", pa.string()),  # JSON
-        ("training", pa.string()),  # JSON
-        ("seed", pa.int64()),
-        ("status", pa.string()),  # "ok" or "failed"
-        ("error", pa.string()),
-        ("traceback", pa.string()),
-        ("started_at", pa.float64()),  # unix time
-        ("wall_seconds", pa.float64()),
-        ("setup_seconds", pa.float64()),  # building the stream and the model
-        ("train_seconds", pa.float64()),  # wall - setup - eval: the steps and the method's own end-of-task work
-        ("eval_seconds", pa.float64()),
-        ("steps", pa.int64()),
-        ("samples", pa.int64()),
-        ("samples_per_second", pa.float64()),
-        ("peak_memory_bytes", pa.int64()),
-        ("peak_memory_kind", pa.string()),
-        ("storage_bytes", pa.int64()),
-        ("storage_parts", pa.string()),  # JSON {part: bytes}
-        ("device", pa.string()),
-        ("threads", pa.int64()),
-        ("hostname", pa.string()),
-        ("pid", pa.int64()),
-        ("git_sha", pa.string()),
-        ("harness_version", pa.string()),
-        ("torch_version", pa.string()),
-        ("python_version", pa.string()),
-        ("schema_version", pa.int64()),
-    ],
-    metadata={"schema_version": str(SCHEMA_VERSION), "table": "runs"},
-)
+PYARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64()}
 
-EVALS = pa.schema(
-    [
-        ("cell_id", pa.string()),
-        ("step", pa.int64()),  # optimiser steps taken when evaluated
-        ("segment", pa.int64()),  # index of the segment being trained (or just finished)
-        ("tasks_seen", pa.int64()),
-        ("eval_task", pa.int64()),  # -1 for facts about the whole model (storage_bytes)
-        ("metric", pa.string()),  # one of METRICS, or DIAGNOSTIC_PREFIX + a method's diagnostic
-        ("value", pa.float64()),
-        ("n", pa.int64()),  # test examples behind the value
-    ],
-    metadata={"schema_version": str(SCHEMA_VERSION), "table": "evals"},
-)
+
+def schema_of(row_type: type, table: str, extra: tuple[tuple[str, pa.DataType], ...] = ()) -> pa.Schema:
+    """The Parquet schema of a row type's columns (plus ``extra`` ones the store adds), tagged with the version."""
+    fields = [(name, PYARROW_TYPES[kind]) for name, kind in columns(row_type)] + list(extra)
+    return pa.schema(fields, metadata={"schema_version": str(SCHEMA_VERSION), "table": table})
+
+
+RUNS = schema_of(RunRow, "runs", (("schema_version", pa.int64()),))  # the store stamps each run with the version
+EVALS = schema_of(EvalRow, "evals")
+
+
+def check_columns(record: dict[str, object], schema: pa.Schema) -> None:
+    """Refuse a row whose keys are not the schema's columns: pyarrow would write a missing key as null and drop
+    an unknown one without a word."""
+    missing = [name for name in schema.names if name not in record]
+    unknown = [key for key in record if key not in schema.names]
+    if missing or unknown:
+        table = schema.metadata[b"table"].decode()
+        raise ValueError(f"a row of the {table} table does not match its schema: missing {missing}, unknown {unknown}")

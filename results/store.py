@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from results.schema import EVALS, RUNS, SCHEMA_VERSION
+from results.schema import EVALS, RUNS, SCHEMA_VERSION, check_columns
 
 
 class OutputError(OSError):
@@ -79,6 +79,9 @@ class ResultStore:
         cell_id = run["cell_id"]
         eval_rows = list(evals)
         run_row = {**run, "schema_version": SCHEMA_VERSION}
+        check_columns(run_row, RUNS)
+        for row in eval_rows:
+            check_columns(row, EVALS)
         try:
             write_table_atomic(pa.Table.from_pylist(eval_rows, schema=EVALS), self.evals_dir / f"{cell_id}.parquet")
             write_table_atomic(pa.Table.from_pylist([run_row], schema=RUNS), self.runs_dir / f"{cell_id}.parquet")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.backbones import PRESETS
@@ -34,3 +36,27 @@ def test_estimates_grow_with_steps_network_and_hidden_tasks() -> None:
     assert estimate_cell(cell("psp_complex")).seconds > 2 * base.seconds  # measured 0.3x the plain loop's speed
     few, many = estimate_cell(cell("supsup", "GNu", tasks=10)), estimate_cell(cell("supsup", "GNu", tasks=100))
     assert many.seconds > 10 * few.seconds  # One-Shot's cost grows with the masks stored
+
+
+def test_a_method_states_its_own_speed_and_a_subclass_does_not_inherit_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from methods import METHODS
+    from methods.base import register_method
+    from methods.standard import Standard
+
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+
+    @register_method("standard_variant")
+    class StandardVariant(Standard):  # e.g. a new method built on the baseline: its speed is its own, unmeasured
+        version = "1"
+
+    measured, unmeasured = estimate_cell(cell()), estimate_cell(cell("standard_variant"))
+    assert measured.speed_measured and not unmeasured.speed_measured
+    assert unmeasured.seconds < measured.seconds  # at the plain loop's speed (standard's is 0.88 of it)
+
+
+def test_the_dry_run_names_methods_whose_speed_is_not_measured(capsys: pytest.CaptureFixture[str]) -> None:
+    import methods._template  # noqa: F401  (registers "template", which states no speed)
+    from harness.cli import _dry_run
+
+    _dry_run([cell(), cell("template")], None, Path("out"))
+    assert "speed not measured, estimated at the plain loop's: template on fc" in capsys.readouterr().out
