@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -273,20 +274,10 @@ def test_a_newly_registered_column_appears_in_both_documents_with_no_other_chang
     assert "last task accuracy: the newest task&#x27;s final accuracy." in page
 
 
-def test_an_outside_package_adds_a_column_through_its_entry_point(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_outside_package_adds_a_column_through_its_entry_point(outside_package: Callable) -> None:
     plugin = "from results.columns import ColumnSpec, count, of_run, register_column\n"
     plugin += "register_column(ColumnSpec('steps', 'steps', of_run('steps'), count, False))\n"
-    (tmp_path / "outside_columns.py").write_text(plugin)
-    info = tmp_path / "outside_columns-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: outside-columns\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[harness.columns]\nsteps = outside_columns\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(COLUMNS, "_entries", dict(COLUMNS._entries))
-    monkeypatch.setattr(COLUMNS, "_entry_points_loaded", False)
-    monkeypatch.delitem(sys.modules, "outside_columns", raising=False)
+    outside_package(COLUMNS, "harness.columns", "outside_columns", plugin)
     assert columns()[-1].name == "steps" and headings()[-3] == "steps"
 
 
