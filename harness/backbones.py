@@ -2,43 +2,22 @@
 
 A backbone is a trunk (input -> features); heads belong to methods. Specs are
 small frozen dataclasses so they hash into the cell id; presets name the
-papers' networks.
+papers' networks (both in :mod:`harness.presets`, which the report reads
+without torch).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from harness.config import ConfigError, parse_config
+from harness.presets import PRESETS, BackboneSpec
 from harness.registry import did_you_mean
 from methods.base import Backbone, BackboneFactory, LayerKit
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    name: Literal["fc", "resnet18", "resnet50"] = "fc"
-    hidden: tuple[int, ...] = field(default=(1024, 1024), metadata={"min": 1})  # fc: widths of the hidden layers
-    width: int = field(default=64, metadata={"min": 1})  # resnets: channels of the first stage (GEM's nf)
-
-    @property
-    def kind(self) -> str:
-        """The layer kinds it needs from a kit: ``fc`` (linear, activation) or ``conv`` (also conv2d, norm)."""
-        return "fc" if self.name == "fc" else "conv"
-
-
-PRESETS: dict[str, BackboneSpec] = {
-    "fc_1024_1024": BackboneSpec("fc", (1024, 1024)),  # PSP sec. 4.1, SupSup sec. 4.2
-    "lenet_300_100": BackboneSpec("fc", (300, 100)),  # LeCun et al. 1998, SupSup sec. 4.2
-    **{f"fc_{w}_{w}": BackboneSpec("fc", (w, w)) for w in (128, 256, 512, 2048)},  # PSP Figure 2's width sweep
-    "gem_resnet18": BackboneSpec("resnet18", width=20),  # GEM's reduced ResNet-18 (nf=20): SplitCIFAR100
-    "resnet18": BackboneSpec("resnet18", width=64),  # ResNet-18 for 32x32 inputs: iCIFAR
-    "resnet50": BackboneSpec("resnet50", width=64),  # the standard ResNet-50 (He et al. 2016): SplitImageNet
-}
 
 
 def parse_backbone(raw: Any, where: str) -> BackboneSpec:

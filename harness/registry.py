@@ -1,4 +1,4 @@
-"""A typed name -> plugin registry shared by methods and streams.
+"""A typed name -> plugin registry shared by methods, streams and leaderboard columns.
 
 It refuses duplicate names, and an unknown name gets one line that lists the
 closest valid ones. Outside packages add entries through an entry-point group,
@@ -68,6 +68,11 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         self._load_entry_points()
         return sorted(self._entries)
+
+    def entries(self) -> list[T]:
+        """The entries in the order they were registered (where order means something, as columns of a table)."""
+        self._load_entry_points()
+        return list(self._entries.values())
 
     def __contains__(self, name: object) -> bool:
         self._load_entry_points()

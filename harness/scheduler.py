@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.backbones import BackboneSpec, is_small
+from harness.backbones import is_small
 from harness.cells import Cell
 from harness.config import ConfigError
+from harness.presets import spec_from_dict
 from harness.runner import CellResult, WorkerSettings, failed_result, run_cell
 from results.store import ResultStore
 from scenarios import STREAMS
@@ -209,7 +210,7 @@ def _resources(cells: Sequence[Cell], options: RunOptions) -> tuple[str, dict[st
     for cell in cells:
         resources = {"num_cpus": float(options.cpus_per_cell), "num_gpus": 0.0}
         if device == "cuda":
-            small = is_small(BackboneSpec(**{**cell.backbone, "hidden": tuple(cell.backbone["hidden"])}))
+            small = is_small(spec_from_dict(cell.backbone))
             resources["num_gpus"] = SMALL_MODEL_GPU_FRACTION if small else 1.0
         per_cell[cell.cell_id] = resources
     return device, per_cell

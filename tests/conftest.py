@@ -1,9 +1,13 @@
-"""Shared fixtures: the real datasets beside the project, and a private cache for every test session."""
+"""Shared fixtures: the real datasets beside the project, a private cache for every test session, and outside
+packages that register plugins through entry points."""
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +44,23 @@ def data_dir(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     write_cifar100(root)
     write_imagenet(root)
     return root
+
+
+@pytest.fixture
+def outside_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Any, str, str, str], None]:
+    """``install(registry, group, module, source)``: an installed package, for this test only, whose module
+    (``source``) is named by an entry point of ``group``; ``registry`` loads it on its next lookup and forgets
+    it after the test."""
+
+    def install(registry: Any, group: str, module: str, source: str) -> None:
+        (tmp_path / f"{module}.py").write_text(source)
+        info = tmp_path / f"{module}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[{group}]\n{module} = {module}\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+        monkeypatch.setattr(registry, "_entry_points_loaded", False)
+        monkeypatch.delitem(sys.modules, module, raising=False)
+
+    return install

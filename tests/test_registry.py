@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -34,15 +33,7 @@ def test_unknown_name_lists_the_closest() -> None:
         METHODS.get("standart")
 
 
-def test_an_outside_package_registers_through_its_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "outside_plugin.py").write_text(PLUGIN)
-    info = tmp_path / "outside_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: outside-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[harness.methods]\noutside = outside_plugin\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
-    monkeypatch.setattr(METHODS, "_entry_points_loaded", False)
-    monkeypatch.delitem(sys.modules, "outside_plugin", raising=False)
+def test_an_outside_package_registers_through_its_entry_point(outside_package: Callable) -> None:
+    outside_package(METHODS, "harness.methods", "outside_plugin", PLUGIN)
     cls = METHODS.get("outside_method")
     assert cls.version == "7" and "outside_method" in METHODS.names()

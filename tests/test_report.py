@@ -7,6 +7,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +22,13 @@ import pytest
 import harness.runner as runner
 from harness.cli import main
 from harness.grid import make_cell
+from harness.presets import PRESETS
 from harness.scheduler import RunOptions, run_grid
-from results.metrics import accuracy_matrix
-from results.report import ReportError, bootstrap_interval, load_tables, write_report
+from results.columns import COLUMNS, CellData, ColumnSpec, byte_size, columns, count, percent, register_column
+from results.metrics import accuracy_matrix, final_row
+from results.report import ReportError, backbone_label, bootstrap_interval, load_tables, write_report
 from results.schema import EVALS, RUNS
+from results.text import headings, stats_text
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = '<img src=x onerror="alert(1)">&$(rm -rf ~)`'
@@ -234,3 +241,79 @@ experiments:
     page = (out / "leaderboard.html").read_text()
     assert "<b>fig</b>" not in page and "&lt;b&gt;fig&lt;/b&gt;&amp;" in page
     assert "<b>fig</b>" not in (out / "leaderboard.md").read_text()
+
+
+# ---- columns: each one registered spec ---------------------------------------------------------------------------
+
+
+def last_task_accuracy(cell: CellData) -> float:
+    final = final_row(cell.matrix)
+    return float(final[-1]) if final.size else float("nan")
+
+
+def test_a_newly_registered_column_appears_in_both_documents_with_no_other_change(
+    runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(COLUMNS, "_entries", dict(COLUMNS._entries))  # registered for this test only
+    spec = ColumnSpec(
+        "last_task", "last task accuracy", last_task_accuracy, percent, True, "the newest task's final accuracy"
+    )
+    register_column(spec)
+    paths = write_report(runs_dir, tmp_path)
+    markdown, page = paths.markdown.read_text(), paths.html.read_text()
+    header = markdown.split("## synthetic · GG\n\n", 1)[1].splitlines()[0]
+    assert header.endswith("| samples/s | last task accuracy | published | ours − paper |")
+    assert "(segments are not tasks); last task accuracy: the newest task's final accuracy." in markdown
+    ewc = next(c.cell_id for c in cells("ewc", 1, "second"))
+    expected = percent(final_row(accuracy_matrix(load_tables(runs_dir).evals, ewc))[-1])
+    row = {row[0]: row for row in table_rows(markdown, "synthetic · GG")}["ewc"]
+    assert len(row) == len(headings()) and row[headings().index("last task accuracy")] == expected
+    assert "<th>samples/s</th><th>last task accuracy</th><th>published</th>" in page
+    ewc_html = next(line for line in page.splitlines() if '">ewc</td>' in line)
+    assert f"<td>{expected}</td><td></td><td></td></tr>" in ewc_html
+    assert "last task accuracy: the newest task&#x27;s final accuracy." in page
+
+
+def test_an_outside_package_adds_a_column_through_its_entry_point(outside_package: Callable) -> None:
+    plugin = "from results.columns import ColumnSpec, count, of_run, register_column\n"
+    plugin += "register_column(ColumnSpec('steps', 'steps', of_run('steps'), count, False))\n"
+    outside_package(COLUMNS, "harness.columns", "outside_columns", plugin)
+    assert columns()[-1].name == "steps" and headings()[-3] == "steps"
+
+
+def test_a_column_name_is_registered_once() -> None:
+    with pytest.raises(ValueError, match="leaderboard column 'accuracy' is already registered"):
+        register_column(ColumnSpec("accuracy", "again", last_task_accuracy, percent, True))
+
+
+@pytest.mark.parametrize("column", columns(), ids=lambda column: column.name)
+def test_every_registered_column_has_a_heading_and_a_value_in_each_row(column: ColumnSpec, report) -> None:  # noqa: ANN001
+    markdown = report.markdown.read_text()
+    index = headings().index(column.heading)
+    rows = table_rows(markdown, "synthetic · GG")
+    assert rows and all(len(row) == len(headings()) and row[index] for row in rows)
+
+
+def test_values_read_as_percent_bytes_and_counts_with_the_interval_where_it_says_something() -> None:
+    assert percent(0.1234) == "12.34" and count(12345.6) == "12,346"
+    assert [byte_size(v) for v in (999, 1500, 2.5e6, 1e9)] == ["999 B", "1.50 kB", "2.50 MB", "1.00 GB"]
+    accuracy = COLUMNS.get("accuracy")
+    assert stats_text((0.5, 0.4, 0.6), accuracy) == "50.00 [40.00, 60.00]"
+    assert stats_text((0.5, 0.49999, 0.50001), accuracy) == "50.00"  # an interval that reads as a point is left out
+    assert stats_text((float("nan"), float("nan"), float("nan")), accuracy) == "–"
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_a_backbone_is_named_by_its_preset(name: str) -> None:
+    assert backbone_label(json.dumps(asdict(PRESETS[name]))) == name
+
+
+def test_a_backbone_that_is_no_preset_gets_a_short_description() -> None:
+    assert backbone_label('{"name": "fc", "hidden": [16], "width": 64}') == "fc_16"
+    assert backbone_label({"name": "resnet18", "hidden": [1024, 1024], "width": 32}) == "resnet18_w32"
+    assert backbone_label({"name": "resnet18", "hidden": [7], "width": 20}) == "gem_resnet18"  # hidden: unused
+
+
+def test_the_report_imports_no_torch() -> None:
+    code = "import sys, results.report; assert 'torch' not in sys.modules, 'results imported torch'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})

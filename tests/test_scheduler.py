@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import harness.scheduler as scheduler
 from harness.config import ConfigError
-from harness.grid import expand_grid
+from harness.grid import expand_grid, make_cell
 from harness.scheduler import RunOptions, run_grid
 
 GRID = """
@@ -34,6 +35,14 @@ def test_ray_runs_a_tiny_grid_on_reused_workers(tmp_path: Path) -> None:
     assert len(runs) == 8 and set(runs.status) == {"ok"} and set(runs.threads) == {1}
     assert runs.pid.nunique() < len(runs), "worker processes must be reused across cells"
     assert any("8/8 cells: 8 done, 0 failed" in line for line in lines)
+
+
+def test_small_backbones_share_a_gpu_and_large_ones_get_a_whole_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scheduler, "_largest_node", lambda resource: {"GPU": 1.0, "CPU": 4.0}[resource])
+    cells = [make_cell("supsup", "split_cifar100", "GG", backbone=b) for b in ("gem_resnet18", "resnet18")]
+    device, resources = scheduler._resources(cells, RunOptions(out=Path("unused"), device="cuda"))
+    assert device == "cuda"
+    assert [resources[c.cell_id]["num_gpus"] for c in cells] == [scheduler.SMALL_MODEL_GPU_FRACTION, 1.0]
 
 
 def test_asking_for_gpus_the_cluster_lacks_is_an_error_not_a_hang(tmp_path: Path) -> None:
