@@ -13,7 +13,7 @@ imported. Other starting points:
   ``SplitCifar100`` in ``scenarios/cifar.py`` does in a few lines.
 - A dataset the harness does not know yet: register it in the same file (``register_dataset``: how to find its
   files, check and cache them, and a small fake in its real format, which the tests' data folder then holds), as
-  ``scenarios/cifar_data.py`` registers CIFAR-10 and CIFAR-100.
+  ``scenarios/svhn.py`` registers SVHN beside its class split.
 - Data that is not class groups of an in-memory dataset (generated, or streamed from disk): implement the
   ``Stream`` API of ``scenarios/streams.py`` directly, as ``scenarios/synthetic.py`` and ``scenarios/imagenet.py``
   do.

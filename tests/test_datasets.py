@@ -191,3 +191,28 @@ def test_each_scenarios_module_imports_alone_in_a_fresh_interpreter() -> None:
             [sys.executable, "-c", f"import {module}"], cwd=SCENARIOS.parent, capture_output=True, text=True
         )
         assert done.returncode == 0, f"import {module}: {done.stderr.strip().splitlines()[-1:]}"
+
+
+def test_svhn_reads_as_torchvisions_svhn_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same images, layout and digits (10 read as 0) as torchvision.datasets.SVHN, on the fake's files."""
+    from scenarios.svhn import FILES, read_svhn_mat
+
+    folder = DATASETS.get("SVHN").write_fake(tmp_path)
+    svhn = import_torchvision().datasets.SVHN
+    monkeypatch.setattr(svhn, "_check_integrity", lambda self: True)  # the fake is not torchvision's file
+    for split, (file, _, _) in FILES.items():
+        reference = svhn(str(folder), split=split)
+        images, digits = read_svhn_mat(folder / file)
+        assert np.array_equal(images, reference.data) and np.array_equal(digits, reference.labels)
+        assert images.shape[1:] == (3, 32, 32) and set(digits.tolist()) == set(range(10))
+
+
+@pytest.mark.usefixtures("offline")
+def test_an_svhn_file_with_the_real_count_must_have_torchvisions_md5(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import scenarios.svhn as svhn
+
+    svhn.write_fake_svhn(tmp_path, test_per_class=3)
+    file, md5, _ = svhn.FILES["test"]
+    monkeypatch.setitem(svhn.FILES, "test", (file, md5, 30))  # as if the fake's 30 images were the real count
+    with pytest.raises(DataCorruptError, match=f"test_32x32.mat has md5 .*, torchvision's SVHN file has {md5}"):
+        prepare_dataset("SVHN", tmp_path)
