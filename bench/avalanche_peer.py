@@ -54,7 +54,7 @@ from harness.backbones import PRESETS
 from harness.grid import make_cell
 from harness.runner import Loop, WorkerSettings, run_cell
 from methods.avalanche import import_avalanche, si_plugin_with_copies
-from scenarios.datasets import load_idx_dataset
+from scenarios.datasets import load_arrays
 
 HIDDEN = PRESETS["fc_1024_1024"].hidden
 HARNESS_METHODS = {
@@ -178,7 +178,7 @@ class TensorSetup(AvalancheSetup):
 
     def __init__(self, data_dir: Path | None, tasks: int, steps: int) -> None:
         super().__init__()
-        arrays = load_idx_dataset("MNIST", data_dir)
+        arrays = load_arrays("MNIST", data_dir)
         generator = torch.Generator().manual_seed(0)
 
         def normalised(images: np.ndarray) -> torch.Tensor:

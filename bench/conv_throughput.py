@@ -15,14 +15,13 @@ does not depend on the pixels.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import ROOT
+from _common import ROOT  # noqa: F401  (puts the project on the path)
 
 from harness.backbones import PRESETS, backbone_factory
 from harness.grid import make_cell
@@ -30,19 +29,21 @@ from harness.meters import PeakMemory
 from harness.runner import WorkerSettings, run_cell
 from methods import METHODS
 from methods.base import TorchKit
-from scenarios.cifar import CHANNEL_STATS, random_crop_and_flip
-from scenarios.cifar_data import load_cifar_dataset
+from scenarios.cifar_data import write_cifar100
+from scenarios.datasets import image_info, load_arrays
+from scenarios.in_memory import random_crop_and_flip
 
 
 def plain_loop(data_dir: Path, steps: int) -> tuple[float, int]:
-    arrays = load_cifar_dataset("CIFAR100", data_dir)
+    arrays = load_arrays("CIFAR100", data_dir)
     images = torch.from_numpy(arrays.train_images)
     labels = torch.from_numpy(arrays.train_labels)
     pool = torch.nonzero(labels < 5).squeeze(1)
     backbone = backbone_factory(PRESETS["gem_resnet18"], (3, 32, 32))(TorchKit())
     model = torch.nn.Sequential(backbone.trunk, torch.nn.Linear(backbone.feature_dim, 5))
     optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4)
-    mean, std = (torch.tensor(s)[:, None, None] for s in CHANNEL_STATS["CIFAR100"])
+    info = image_info("CIFAR100")
+    mean, std = (torch.tensor(s)[:, None, None] for s in (info.mean, info.std))
     generator = torch.Generator().manual_seed(0)
     memory = PeakMemory(torch.device("cpu"))
 
@@ -72,9 +73,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data_dir = args.data_dir
     if args.fake_data:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from fake_cifar import write_cifar100
-
         data_dir = Path(tempfile.mkdtemp(prefix="fake-cifar-"))
         write_cifar100(data_dir, per_class=499)  # one short of the real count, which would demand the real md5
     print(f"GEM ResNet-18 (nf=20), SplitCIFAR100 GG, batch 128, {args.steps} steps, {args.threads} threads, CPU")

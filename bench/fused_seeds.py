@@ -28,7 +28,7 @@ from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from harness.backbones import PRESETS
-from scenarios.datasets import load_idx_dataset
+from scenarios.datasets import load_arrays
 
 BATCH = 128
 LR = 1e-4
@@ -47,7 +47,7 @@ class Data:
     """MNIST as float rows, one fixed permutation, and a batch order per seed."""
 
     def __init__(self, data_dir: Path | None, seeds: int, steps: int) -> None:
-        arrays = load_idx_dataset("MNIST", data_dir)
+        arrays = load_arrays("MNIST", data_dir)
         images = torch.from_numpy(arrays.train_images).view(len(arrays.train_images), -1).float() / 255
         permutation = torch.randperm(784, generator=torch.Generator().manual_seed(0))
         self.x = ((images - 0.1307) / 0.3081)[:, permutation].contiguous()

@@ -31,13 +31,13 @@ from harness.grid import make_cell
 from harness.meters import PeakMemory
 from harness.runner import WorkerSettings, run_cell
 from methods import METHODS
-from scenarios.datasets import load_idx_dataset
+from scenarios.datasets import load_arrays
 
 
 def plain_loop_samples_per_second(hidden: tuple[int, ...], steps: int, data_dir: Path | None) -> tuple[float, int]:
     """Samples per second of the loop one would write by hand, and the process's peak memory while it ran."""
     memory = PeakMemory(torch.device("cpu"))
-    arrays = load_idx_dataset("MNIST", data_dir)
+    arrays = load_arrays("MNIST", data_dir)
     images = torch.from_numpy(arrays.train_images).view(len(arrays.train_images), -1)
     labels = torch.from_numpy(arrays.train_labels)
     permutation = torch.randperm(784)

@@ -17,20 +17,22 @@ import contextlib
 import functools
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from scenarios.datasets import (
-    OFFLINE_ENV,
     DataCorruptError,
-    DataMissingError,
-    ImageArrays,
-    _atomic_save,
-    _md5,
-    cache_dir,
+    DatasetSpec,
+    ImageInfo,
     cached_arrays,
+    check_md5,
+    file_stamp,
+    locate_files,
+    register_dataset,
+    save_split,
 )
 
 
@@ -41,6 +43,13 @@ class CifarLayout:
     test: tuple[tuple[str, str], ...]
     label_key: str
     real_count: dict[str, int]  # examples in each real file
+    classes: int
+    mean: tuple[float, float, float]  # per-channel mean and std of the training images in [0, 1]
+    std: tuple[float, float, float]
+
+    @property
+    def files(self) -> list[str]:
+        return [file for file, _ in self.train + self.test]
 
 
 CIFAR_FILES: dict[str, CifarLayout] = {
@@ -56,6 +65,9 @@ CIFAR_FILES: dict[str, CifarLayout] = {
         (("test_batch", "40351d587109b95175f43aff81a1287e"),),
         "labels",
         {f"data_batch_{i}": 10000 for i in range(1, 6)} | {"test_batch": 10000},
+        10,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
     ),
     "CIFAR100": CifarLayout(
         "cifar-100-python",
@@ -63,6 +75,9 @@ CIFAR_FILES: dict[str, CifarLayout] = {
         (("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),),
         "fine_labels",
         {"train": 50000, "test": 10000},
+        100,
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
     ),
 }
 
@@ -84,13 +99,6 @@ def read_cifar_pickle(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarra
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _missing_message(name: str, roots: list[Path], why: str) -> str:
-    layout = CIFAR_FILES[name]
-    files = ", ".join(f for f, _ in layout.train + layout.test)
-    where = " or ".join(str(r / layout.folder) for r in roots)
-    return f"dataset {name} not found: put {files} in {where} (torchvision's layout under --data-dir); {why}"
-
-
 def _download(name: str, root: Path) -> None:
     from harness.torchvision_compat import import_torchvision
 
@@ -102,19 +110,8 @@ def _download(name: str, root: Path) -> None:
 
 def locate_cifar_dir(name: str, data_dir: Path | None, download: bool = True) -> Path:
     layout = CIFAR_FILES[name]
-    roots = ([data_dir] if data_dir else []) + [cache_dir() / "torchvision"]
-    for root in roots:
-        folder = root / layout.folder
-        if all((folder / f).is_file() for f, _ in layout.train + layout.test):
-            return folder
-    if not download or os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
-        raise DataMissingError(_missing_message(name, roots, f"downloads are off (download=False or ${OFFLINE_ENV})"))
-    try:
-        _download(name, roots[-1])
-    except Exception as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataMissingError(_missing_message(name, roots, f"the download failed ({reason[:160]})")) from None
-    return roots[-1] / layout.folder
+    fetch = (lambda root: _download(name, root)) if download else None
+    return locate_files(name, layout.folder, layout.files, data_dir, fetch)
 
 
 def _read_split(folder: Path, name: str, files: tuple[tuple[str, str], ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -123,8 +120,8 @@ def _read_split(folder: Path, name: str, files: tuple[tuple[str, str], ...]) -> 
     for file, md5 in files:
         path = folder / file
         x, y = read_cifar_pickle(path, layout.label_key)
-        if len(x) == layout.real_count[file] and (actual := _md5(path)) != md5:
-            raise DataCorruptError(f"{path} has md5 {actual}, torchvision's {name} file has {md5}")
+        if len(x) == layout.real_count[file]:
+            check_md5(path, md5, name)
         images.append(x)
         labels.append(y)
     return np.concatenate(images), np.concatenate(labels)
@@ -134,22 +131,76 @@ def prepare_cifar_dataset(name: str, data_dir: Path | None, download: bool = Tru
     """Decode the pickles into the cache once (re-done when the files change); return the cache folder."""
     layout = CIFAR_FILES[name]
     folder = locate_cifar_dir(name, data_dir, download)
-    stamp = {}
-    for file, _ in layout.train + layout.test:
-        st = (folder / file).stat()
-        stamp[file] = [str((folder / file).resolve()), st.st_size, st.st_mtime_ns]
 
     def extract(target: Path) -> None:
         for split, files in (("train", layout.train), ("test", layout.test)):
-            images, labels = _read_split(folder, name, files)
-            _atomic_save(images, target / f"{split}_images.npy")
-            _atomic_save(labels, target / f"{split}_labels.npy")
+            save_split(target, split, *_read_split(folder, name, files))
 
-    return cached_arrays(name, stamp, extract)
+    return cached_arrays(name, file_stamp({file: folder / file for file in layout.files}), extract)
 
 
-@functools.lru_cache(maxsize=4)
-def load_cifar_dataset(name: str, data_dir: Path | None) -> ImageArrays:
-    folder = prepare_cifar_dataset(name, data_dir)
-    parts = ("train_images", "train_labels", "test_images", "test_labels")
-    return ImageArrays(**{part: np.load(folder / f"{part}.npy") for part in parts})
+def _images(n: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)  # rows: 1024 red, 1024 green, 1024 blue
+
+
+def _dump(path: Path, entry: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(entry, f, protocol=2)
+
+
+def write_cifar10(root: Path, per_class: int = 3, seed: int = 0, test_count: int = 130) -> Path:
+    """A small CIFAR-10 folder in the exact format of the real pickles (bytes keys, protocol 2)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    for i in range(1, 6):
+        labels = [int(c) for c in rng.permutation(np.repeat(np.arange(10), per_class))]
+        _dump(
+            folder / f"data_batch_{i}",
+            {
+                b"batch_label": f"training batch {i} of 5".encode(),
+                b"labels": labels,
+                b"data": _images(len(labels), rng),
+                b"filenames": [f"img_{i}_{j}.png".encode() for j in range(len(labels))],
+            },
+        )
+    count = test_count
+    labels = [int(c) for c in np.arange(count) % 10]
+    _dump(
+        folder / "test_batch",
+        {b"batch_label": b"testing batch 1 of 1", b"labels": labels, b"data": _images(count, rng), b"filenames": []},
+    )
+    _dump(folder / "batches.meta", {b"label_names": [f"class{c}".encode() for c in range(10)], b"num_vis": 3072})
+    return folder
+
+
+def write_cifar100(root: Path, per_class: int = 25, seed: int = 1) -> Path:
+    """A small CIFAR-100 folder in the exact format of the real pickles (bytes keys, protocol 2)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    for split, n in (("train", per_class), ("test", per_class)):
+        fine = [int(c) for c in rng.permutation(np.repeat(np.arange(100), n))]
+        _dump(
+            folder / split,
+            {
+                b"filenames": [f"{split}_{j}.png".encode() for j in range(len(fine))],
+                b"batch_label": f"{split}ing batch 1 of 1".encode(),
+                b"fine_labels": fine,
+                b"coarse_labels": [c // 5 for c in fine],
+                b"data": _images(len(fine), rng),
+            },
+        )
+    _dump(folder / "meta", {b"fine_label_names": [f"f{c}".encode() for c in range(100)], b"coarse_label_names": []})
+    return folder
+
+
+def _register(name: str, write_fake: Callable[[Path], Path]) -> None:
+    layout = CIFAR_FILES[name]
+    test_examples = sum(layout.real_count[file] for file, _ in layout.test)
+    info = ImageInfo((3, 32, 32), layout.classes, test_examples, layout.mean, layout.std)
+    locate, prepare = functools.partial(locate_cifar_dir, name), functools.partial(prepare_cifar_dataset, name)
+    register_dataset(DatasetSpec(name, locate, prepare, write_fake, info))
+
+
+_register("CIFAR10", write_cifar10)
+_register("CIFAR100", write_cifar100)

@@ -1,48 +1,35 @@
-"""Find, verify, extract and cache the image datasets the streams read.
+"""The dataset registry: each dataset the streams read, how it is found, checked and cached, and a fake of it.
 
-Data folders use torchvision's layout (``<root>/MNIST/raw/train-images-idx3-ubyte.gz``).
-The root comes from ``--data-dir`` or ``$HARNESS_DATA_DIR``; when a dataset is
-not there, ``<cache>/torchvision`` is tried, then a download through torchvision
-into it. Files are checked against torchvision's md5s once and decoded into
-``.npy`` arrays in the cache (``$HARNESS_CACHE_DIR``, default
-``~/.cache/continual-harness``), which later loads read directly.
+A dataset module registers a ``DatasetSpec`` per dataset (``register_dataset``): where its files sit under a
+root, how to find them (``locate``: the data root, then ``<cache>/torchvision``, then a download through
+torchvision into it), how to check and cache them (``prepare``: decoded once into ``.npy`` arrays in the cache,
+``$HARNESS_CACHE_DIR``, default ``~/.cache/continual-harness``), what a stream needs to know before reading them
+(``info``), and a small fake in the real on-disk format for tests (``write_fake``). The functions below answer
+by name for every dataset (``prepare_dataset``, ``dataset_status``, ``load_arrays``), and the helpers are what
+the dataset modules share. This module imports no dataset module: they import it.
+
+The root comes from ``--data-dir`` or ``$HARNESS_DATA_DIR``; ``$HARNESS_OFFLINE=1`` turns downloads off.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gzip
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from harness.cache import cache_dir
+from harness.registry import Registry
 
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
 OFFLINE_ENV = "HARNESS_OFFLINE"  # set to 1 to never try a download
-
-# torchvision's published md5 of each original .gz file
-IDX_FILES: dict[str, dict[str, tuple[str, str]]] = {
-    "MNIST": {
-        "train_images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-        "train_labels": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-        "test_images": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-        "test_labels": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
-    },
-    "FashionMNIST": {
-        "train_images": ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-        "train_labels": ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-        "test_images": ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
-        "test_labels": ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
-    },
-}
+ARRAY_PARTS = ("train_images", "train_labels", "test_images", "test_labels")  # the cached .npy files
 
 
 class DataMissingError(FileNotFoundError):
@@ -59,7 +46,7 @@ class DataCorruptError(ValueError):
 
 @dataclass(frozen=True)
 class ImageArrays:
-    """A labelled image dataset as uint8 images [N, H, W] and int64 labels [N], for both splits."""
+    """A labelled image dataset as uint8 images [N, H, W] or [N, C, H, W] and int64 labels [N], for both splits."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
@@ -67,72 +54,121 @@ class ImageArrays:
     test_labels: np.ndarray
 
 
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a stream needs to know of an in-memory image dataset before reading it (for plans and dry runs)."""
+
+    shape: tuple[int, int, int]  # (channels, height, width) of an image
+    classes: int  # labels are 0 .. classes - 1
+    test_examples: int  # in the real test split
+    mean: tuple[float, ...]  # per channel, of the training images in [0, 1]
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset the streams read, by the name in their ``datasets``.
+
+    ``locate(data_dir, download)`` returns the folder holding its files or raises DataMissingError saying what to
+    put where; ``prepare(data_dir)`` checks the files and caches what streams read, returning that folder (the
+    four ``ARRAY_PARTS`` for an in-memory dataset); ``write_fake(root)`` writes a small copy in the real on-disk
+    format under a data root and returns its folder. ``info`` is None for a dataset streamed from disk as it goes
+    (ImageNet), which ``load_arrays`` refuses.
+    """
+
+    name: str
+    locate: Callable[[Path | None, bool], Path]
+    prepare: Callable[[Path | None], Path]
+    write_fake: Callable[[Path], Path]
+    info: ImageInfo | None = None
+    downloadable: bool = True  # torchvision fetches it when missing (unless offline)
+
+
+# Datasets come with the streams that read them, so an outside package's datasets register when its streams load.
+DATASETS: Registry[DatasetSpec] = Registry("dataset", entry_point_group="harness.streams")
+
+
+def register_dataset(dataset: DatasetSpec) -> DatasetSpec:
+    return DATASETS.register(dataset.name)(dataset)
+
+
+def prepare_dataset(name: str, data_dir: Path | None) -> Path:
+    """Find, check and cache a dataset (ImageNet is only checked, never copied); raises DataMissingError if it
+    cannot, and UnknownNameError (naming the known ones) for a name no module registered."""
+    return DATASETS.get(name).prepare(data_dir)
+
+
+def dataset_status(name: str, data_dir: Path | None) -> tuple[bool, str]:
+    """Whether a dataset is on disk now (nothing is downloaded or extracted), and where or what to do."""
+    dataset = DATASETS.get(name)
+    try:
+        return True, str(dataset.locate(data_dir, False))
+    except DataMissingError:
+        return False, "missing; downloaded through torchvision at run time" if dataset.downloadable else "missing"
+
+
+def image_info(name: str) -> ImageInfo:
+    info = DATASETS.get(name).info
+    if info is None:
+        raise ValueError(f"dataset {name} is read from disk as it goes, not held in memory as arrays")
+    return info
+
+
+@functools.lru_cache(maxsize=8)
+def load_arrays(name: str, data_dir: Path | None) -> ImageArrays:
+    """An in-memory dataset as arrays read from the cache; kept for the life of the (reused) worker process."""
+    image_info(name)
+    folder = prepare_dataset(name, data_dir)
+    return ImageArrays(**{part: np.load(folder / f"{part}.npy") for part in ARRAY_PARTS})
+
+
 def default_data_dir() -> Path | None:
     value = os.environ.get(DATA_DIR_ENV)
     return Path(value) if value else None
 
 
-def read_idx(data: bytes) -> np.ndarray:
-    """Decode an IDX file (LeCun's format: big-endian header, then the array)."""
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise DataCorruptError("not an IDX file: bad magic number")
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    if data[2] not in dtypes:
-        raise DataCorruptError(f"IDX type code {data[2]:#x} is not one of {sorted(dtypes)}")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(dtypes[data[2]])
-    offset = 4 + 4 * ndim
-    expected = offset + int(np.prod(shape)) * dtype.itemsize
-    if len(data) != expected:
-        raise DataCorruptError(f"IDX file has {len(data)} bytes, its header says {expected}")
-    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
+def data_roots(data_dir: Path | None) -> list[Path]:
+    """Where a dataset is looked for, in order; the last is where downloads go."""
+    return ([data_dir] if data_dir else []) + [cache_dir() / "torchvision"]
 
 
-def _raw_file(raw_dir: Path, gz_name: str) -> Path | None:
-    """The .gz file, or the extracted file torchvision leaves beside it."""
-    for candidate in (raw_dir / gz_name, raw_dir / gz_name.removesuffix(".gz")):
-        if candidate.is_file():
-            return candidate
-    return None
+def downloads_off() -> bool:
+    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
 
 
-def _missing_message(name: str, roots: list[Path], why: str) -> str:
-    files = ", ".join(f for f, _ in IDX_FILES[name].values())
-    where = " or ".join(str(r / name / "raw") for r in roots)
-    return f"dataset {name} not found: put {files} in {where} (or pass --data-dir ROOT with ROOT/{name}/raw/); {why}"
-
-
-def _download(name: str, root: Path) -> None:
-    from harness.torchvision_compat import import_torchvision
-
-    datasets = import_torchvision().datasets
-    cls = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST}[name]
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-        for train in (True, False):
-            cls(root=str(root), train=train, download=True)
-
-
-def locate_raw_dir(name: str, data_dir: Path | None, download: bool = True) -> Path:
-    """The folder holding the dataset's four IDX files, downloading them if needed and allowed."""
-    if name not in IDX_FILES:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(IDX_FILES)}")
-    roots = ([data_dir] if data_dir else []) + [cache_dir() / "torchvision"]
+def locate_files(
+    name: str,
+    folder: str,
+    files: Sequence[str],
+    data_dir: Path | None,
+    download: Callable[[Path], None] | None,
+    present: Callable[[Path, str], bool] = lambda folder, file: (folder / file).is_file(),
+) -> Path:
+    """``<root>/<folder>`` of the first data root holding every file; else ``download(root)`` (torchvision's,
+    into the last root) when given and downloads are on; else DataMissingError naming the files and folders."""
+    roots = data_roots(data_dir)
     for root in roots:
-        raw = root / name / "raw"
-        if all(_raw_file(raw, gz) for gz, _ in IDX_FILES[name].values()):
-            return raw
-    if not download or os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
-        raise DataMissingError(_missing_message(name, roots, f"downloads are off (download=False or ${OFFLINE_ENV})"))
+        if all(present(root / folder, file) for file in files):
+            return root / folder
+
+    def missing(why: str) -> DataMissingError:
+        where = " or ".join(str(root / folder) for root in roots)
+        return DataMissingError(
+            f"dataset {name} not found: put {', '.join(files)} in {where} (or pass --data-dir ROOT with "
+            f"ROOT/{folder}/); {why}"
+        )
+
+    if download is None or downloads_off():
+        raise missing(f"downloads are off (download=False or ${OFFLINE_ENV})")
     try:
-        _download(name, roots[-1])
+        download(roots[-1])
     except Exception as error:  # offline, mirror down, ...: all end in the same advice
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataMissingError(_missing_message(name, roots, f"the download failed ({reason[:160]})")) from None
-    return roots[-1] / name / "raw"
+        raise missing(f"the download failed ({reason[:160]})") from None
+    return roots[-1] / folder
 
 
-def _md5(path: Path) -> str:
+def md5(path: Path) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -140,7 +176,13 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_save(array: np.ndarray, path: Path) -> None:
+def check_md5(path: Path, expected: str, name: str) -> None:
+    """Refuse a file that claims to be torchvision's copy of a dataset file but is not."""
+    if (actual := md5(path)) != expected:
+        raise DataCorruptError(f"{path} has md5 {actual}, torchvision's {name} file has {expected}")
+
+
+def atomic_save(array: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -152,28 +194,13 @@ def _atomic_save(array: np.ndarray, path: Path) -> None:
         raise
 
 
-def _source_stamp(raw_dir: Path, name: str) -> dict[str, list]:
+def file_stamp(paths: Mapping[str, Path]) -> dict[str, list]:
+    """What identifies the source files of a cache: each one's resolved path, size and modification time."""
     stamp = {}
-    for part, (gz, _) in IDX_FILES[name].items():
-        path = _raw_file(raw_dir, gz)
-        assert path is not None
+    for key, path in paths.items():
         st = path.stat()
-        stamp[part] = [str(path.resolve()), st.st_size, st.st_mtime_ns]
+        stamp[key] = [str(path.resolve()), st.st_size, st.st_mtime_ns]
     return stamp
-
-
-def _extract(raw_dir: Path, name: str, target: Path) -> None:
-    for part, (gz, md5) in IDX_FILES[name].items():
-        path = _raw_file(raw_dir, gz)
-        assert path is not None
-        if path.suffix == ".gz":
-            if (actual := _md5(path)) != md5:
-                raise DataCorruptError(f"{path} has md5 {actual}, torchvision's {name} file has {md5}")
-            data = gzip.decompress(path.read_bytes())
-        else:
-            data = path.read_bytes()
-        array = read_idx(data)
-        _atomic_save(array.astype(np.int64) if part.endswith("labels") else array, target / f"{part}.npy")
 
 
 def cached_arrays(name: str, stamp: dict[str, list], extract: Callable[[Path], None]) -> Path:
@@ -191,47 +218,7 @@ def cached_arrays(name: str, stamp: dict[str, list], extract: Callable[[Path], N
     return target
 
 
-def prepare_idx_dataset(name: str, data_dir: Path | None, download: bool = True) -> Path:
-    """Make sure the decoded arrays are in the cache; return their folder. Safe to call from many processes."""
-    raw_dir = locate_raw_dir(name, data_dir, download)
-    return cached_arrays(name, _source_stamp(raw_dir, name), lambda target: _extract(raw_dir, name, target))
-
-
-@functools.lru_cache(maxsize=4)
-def load_idx_dataset(name: str, data_dir: Path | None) -> ImageArrays:
-    """The dataset as arrays read from the cache; kept for the life of the (reused) worker process."""
-    folder = prepare_idx_dataset(name, data_dir)
-    arrays = {part: np.load(folder / f"{part}.npy") for part in IDX_FILES[name]}
-    return ImageArrays(**arrays)
-
-
-def prepare_dataset(name: str, data_dir: Path | None) -> Path:
-    """Find, check and cache any dataset a stream names (IDX, CIFAR; ImageNet is only checked, never copied);
-    raises DataMissingError if it cannot."""
-    if name in IDX_FILES:
-        return prepare_idx_dataset(name, data_dir)
-    from scenarios.cifar_data import CIFAR_FILES, prepare_cifar_dataset
-
-    if name in CIFAR_FILES:
-        return prepare_cifar_dataset(name, data_dir)
-    if name == "ImageNet":
-        from scenarios.imagenet import prepare_imagenet
-
-        return prepare_imagenet(data_dir)
-    raise KeyError(f"unknown dataset {name!r}; known: {', '.join([*IDX_FILES, *CIFAR_FILES, 'ImageNet'])}")
-
-
-def dataset_status(name: str, data_dir: Path | None) -> tuple[bool, str]:
-    """Whether a dataset is on disk now (nothing is downloaded or extracted), and where or what to do."""
-    from scenarios.cifar_data import CIFAR_FILES, locate_cifar_dir
-    from scenarios.imagenet import locate_imagenet
-
-    try:
-        if name in IDX_FILES:
-            return True, str(locate_raw_dir(name, data_dir, download=False))
-        if name in CIFAR_FILES:
-            return True, str(locate_cifar_dir(name, data_dir, download=False))
-        return True, str(locate_imagenet(data_dir))
-    except DataMissingError:
-        downloadable = name in IDX_FILES or name in CIFAR_FILES
-        return False, "missing; downloaded through torchvision at run time" if downloadable else "missing"
+def save_split(target: Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """One split's arrays as the cache holds them: ``<split>_images.npy`` (uint8) and ``<split>_labels.npy``."""
+    atomic_save(images, target / f"{split}_images.npy")
+    atomic_save(labels, target / f"{split}_labels.npy")

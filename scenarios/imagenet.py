@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from scenarios.datasets import DataMissingError
+from scenarios.datasets import DataMissingError, DatasetSpec, register_dataset
 from scenarios.streams import Batch, EpochSampler, Segment, Stream, StreamPlan, derived_seed, register_stream
 
 FOLDER_NAMES = ("imagenet", "ImageNet")
@@ -84,6 +84,50 @@ def imagenet_classes(data_dir: Path | None) -> tuple[Path, tuple[str, ...]]:
 def prepare_imagenet(data_dir: Path | None) -> Path:
     """The check run before any work starts; nothing is copied or cached (the images stay where they are)."""
     return imagenet_classes(data_dir)[0]
+
+
+FAKE_SIZES = ((48, 36), (40, 56), (64, 48))  # (width, height) of the fake's images
+
+
+def wnid(index: int) -> str:
+    """The fake's class folder names, shaped like ImageNet's WordNet ids."""
+    return f"n{1440764 + 1000 * index:08d}"
+
+
+def class_index(name: str) -> int:
+    return (int(name[1:]) - 1440764) // 1000
+
+
+def write_fake_imagenet(root: Path, classes: int = 30, train_per_class: int = 6, val_per_class: int = 12) -> Path:
+    """A tiny ImageNet folder in the usual layout, real JPEG files: each class has its own colour (plus noise), so
+    a few steps of training can tell the classes apart; sizes vary and are not square, as ImageNet's are."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = root / "imagenet"
+    colours = rng.integers(30, 226, (classes, 3))
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for c in range(classes):
+            target = folder / split / wnid(c)
+            target.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                width, height = FAKE_SIZES[(c + i) % len(FAKE_SIZES)]
+                noise = rng.integers(-30, 31, (height, width, 3))
+                pixels = np.clip(colours[c] + noise, 0, 255).astype(np.uint8)
+                name = f"{wnid(c)}_{i}.JPEG" if split == "train" else f"ILSVRC2012_val_{c * count + i:08d}.JPEG"
+                Image.fromarray(pixels).save(target / name, format="JPEG", quality=90)
+    return folder
+
+
+register_dataset(
+    DatasetSpec(
+        name="ImageNet",
+        locate=lambda data_dir, download: locate_imagenet(data_dir),
+        prepare=prepare_imagenet,
+        write_fake=write_fake_imagenet,
+        downloadable=False,
+    )
+)
 
 
 def list_images(folder: Path) -> list[str]:

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from scenarios.streams import ImageInputConfig, ImageTaskStream, derived_seed, register_mnist_family
+from scenarios.mnist import ImageInputConfig, MnistFamilyStream, register_mnist_family
+from scenarios.streams import derived_seed
 
 
 @dataclass(frozen=True)
@@ -18,12 +19,11 @@ class PermutedConfig(ImageInputConfig):
     first_task_unpermuted: bool = True  # PSP keeps task 0 as plain MNIST
 
 
-class PermutedStream(ImageTaskStream):
+class PermutedStream(MnistFamilyStream):
     Config = PermutedConfig
 
     def __init__(self, config: PermutedConfig, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
         super().__init__(config, seed=seed, device=device, data_dir=data_dir)
-        self.num_tasks = config.num_tasks
         pixels = int(torch.tensor(self.input_shape).prod())
         generator = torch.Generator().manual_seed(derived_seed(seed, "permutations"))
         permutations = torch.stack([torch.randperm(pixels, generator=generator) for _ in range(config.num_tasks)])

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from scenarios.streams import ImageInputConfig, ImageTaskStream, register_mnist_family
+from scenarios.mnist import ImageInputConfig, MnistFamilyStream, register_mnist_family
 
 
 def rotation_grid(degrees: float, height: int, width: int, device: torch.device) -> Tensor:
@@ -37,12 +37,11 @@ class RotatedConfig(ImageInputConfig):
     steps_per_task: int = field(default=1000, metadata={"min": 1})
 
 
-class RotatedStream(ImageTaskStream):
+class RotatedStream(MnistFamilyStream):
     Config = RotatedConfig
 
     def __init__(self, config: RotatedConfig, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
         super().__init__(config, seed=seed, device=device, data_dir=data_dir)
-        self.num_tasks = config.num_tasks
         _, height, width = self.input_shape
         self.grids = [
             rotation_grid(t * config.degrees_per_task, height, width, device) for t in range(config.num_tasks)

@@ -18,16 +18,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from scenarios.in_memory import TaskPart
+from scenarios.mnist import ImageInputConfig, MnistFamilyStream, image_shape, register_mnist_family
 from scenarios.rotated import rotate, rotation_grid
-from scenarios.streams import (
-    Batch,
-    ImageInputConfig,
-    ImageTaskStream,
-    Segment,
-    StreamPlan,
-    image_shape,
-    register_mnist_family,
-)
+from scenarios.streams import Batch, Segment, StreamPlan
 
 
 @dataclass(frozen=True)
@@ -44,7 +38,7 @@ class RotatingConfig(ImageInputConfig):
             )
 
 
-class RotatingStream(ImageTaskStream):
+class RotatingStream(MnistFamilyStream):
     Config = RotatingConfig
     config: RotatingConfig
 
@@ -57,12 +51,14 @@ class RotatingStream(ImageTaskStream):
 
     def __init__(self, config: RotatingConfig, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
         super().__init__(config, seed=seed, device=device, data_dir=data_dir)
-        self.num_tasks = config.cycle_steps // config.context_every
         _, self.height, self.width = self.input_shape
         self.test_grids = [
             rotation_grid(self.angle(t * config.context_every), self.height, self.width, device)
             for t in range(self.num_tasks)
         ]
+
+    def task_parts(self) -> list[TaskPart]:
+        return self.whole_dataset_tasks(self.config.cycle_steps // self.config.context_every)
 
     def angle(self, step: int) -> float:
         return 360.0 * (step % self.config.cycle_steps) / self.config.cycle_steps
@@ -76,11 +72,12 @@ class RotatingStream(ImageTaskStream):
 
     def train_batch(self, segment: Segment, step: int, batch_size: int) -> Batch:
         indices = self._sampler(0).next(batch_size)  # every task draws from the whole training set
-        x = self.train_images[indices].unsqueeze(1).float().div_(255.0)
+        images, labels = self.data[self.dataset][0:2]
+        x = images[indices].float().div_(255.0)
         angle = self.angle(step)
         if angle:
             x = rotate(x, rotation_grid(angle, self.height, self.width, self.device))
-        return self.scale(x), self.train_labels[indices]
+        return self.normalise(self.dataset, x), labels[indices]
 
     def transform(self, task: int, images: Tensor) -> Tensor:
         return rotate(images, self.test_grids[task]) if task else images

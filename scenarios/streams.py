@@ -3,26 +3,24 @@
 A stream gives the runner its segments (task id and step budget), training
 batches, test batches per task and a replay sample of a finished task. Labels
 are always task-local (0..l-1); the runner maps them into the scenario's label
-space.
+space. Streams over image datasets held in memory build on
+``scenarios/in_memory.py``; ``scenarios/_template.py`` is a stream to copy.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from harness.registry import Registry
-from scenarios.datasets import load_idx_dataset
 
 Batch = tuple[Tensor, Tensor]
 
@@ -138,144 +136,3 @@ def register_stream(name: str) -> Callable[[type[Stream]], type[Stream]]:
         return STREAMS.register(name)(cls)
 
     return add
-
-
-MNIST_SIDE = 28
-
-
-@dataclass(frozen=True)
-class ImageInputConfig:
-    """How an MNIST-family stream turns pixels into inputs: protocol choices that move published numbers.
-
-    ``standardise`` is ``(x/255 - mean) / std`` with the dataset's pixel statistics (the harness default; SupSup's
-    code and PSP's normalise MNIST so); ``standardise_mnist`` uses MNIST's statistics whatever the dataset, as PSP's
-    code normalises Fashion-MNIST (``datasets/rotating.py``: ``Normalize((0.1307,), (0.3081,))``); ``unit`` is
-    ``x/255`` in [0, 1] (van de Ven & Tolias 2019). ``pad_to``
-    zero-pads the raw image (pixel value 0, before scaling and before any permutation or rotation) to
-    ``pad_to x pad_to``, as van de Ven & Tolias pad MNIST to 32x32 (``transforms.Pad(2)``) and permute all 1024
-    pixels; 0 keeps 28x28. Measured on class-incremental PermutedMNIST, either choice alone moves fine-tuning's
-    accuracy on old tasks by tens of points (issue 12).
-    """
-
-    input_scaling: Literal["standardise", "standardise_mnist", "unit"] = "standardise"
-    pad_to: int = field(default=0, metadata={"min": 0})
-
-    def __post_init__(self) -> None:
-        if self.pad_to and self.pad_to < MNIST_SIDE:
-            raise ValueError(f"pad_to must be 0 (no padding) or >= {MNIST_SIDE} (the image side), got {self.pad_to}")
-
-    @property
-    def side(self) -> int:
-        return self.pad_to or MNIST_SIDE
-
-
-class ImageTaskStream(Stream):
-    """Discrete tasks over one uint8 image dataset held on the device.
-
-    Subclasses choose each task's examples (``task_classes``) and its transform
-    (``transform``, applied per batch on the device to images in [0, 1]).
-    """
-
-    dataset: ClassVar[str]
-    mean: ClassVar[float]
-    std: ClassVar[float]
-    classes_per_task = 10
-    TEST_EXAMPLES: ClassVar[int] = 10_000  # MNIST's and Fashion-MNIST's test sets
-
-    @classmethod
-    def plan(cls, config: object) -> StreamPlan:
-        tasks = config.num_tasks  # type: ignore[attr-defined]
-        return StreamPlan(image_shape(config), tasks, tasks * config.steps_per_task, cls.TEST_EXAMPLES)  # type: ignore[attr-defined]
-
-    def __init__(self, config: object, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
-        super().__init__(config, seed=seed, device=device, data_dir=data_dir)
-        arrays = load_idx_dataset(self.dataset, data_dir)
-        pad_to = getattr(config, "pad_to", 0)
-        self.train_images = pad_images(torch.from_numpy(arrays.train_images).to(device), pad_to)
-        self.train_labels = torch.from_numpy(arrays.train_labels).to(device)
-        self.test_images = pad_images(torch.from_numpy(arrays.test_images).to(device), pad_to)
-        self.test_labels = torch.from_numpy(arrays.test_labels).to(device)
-        self.input_shape = (1, *self.train_images.shape[1:])
-        self.generator = torch.Generator(device=device).manual_seed(derived_seed(seed, "data order"))
-        self._samplers: dict[int, EpochSampler] = {}
-        self._test_pools: dict[int, Tensor] = {}
-
-    def segments(self) -> list[Segment]:
-        steps = self.config.steps_per_task
-        return [Segment(index=t, task=t, steps=steps) for t in range(self.num_tasks)]
-
-    def task_classes(self, task: int) -> range:
-        """The dataset classes of a task; their order gives the task-local labels."""
-        return range(self.classes_per_task)
-
-    def transform(self, task: int, images: Tensor) -> Tensor:
-        return images
-
-    def _pool(self, labels: Tensor, task: int) -> Tensor:
-        classes = self.task_classes(task)
-        if len(classes) == int(labels.max()) + 1:
-            return torch.arange(len(labels), device=self.device)
-        return torch.nonzero((labels >= classes.start) & (labels < classes.stop)).squeeze(1)
-
-    def scale(self, x: Tensor) -> Tensor:
-        """Images in [0, 1] as the network's inputs, by the config's ``input_scaling``."""
-        scaling = getattr(self.config, "input_scaling", "standardise")
-        if scaling == "unit":
-            return x
-        mean, std = MNIST_STATS["MNIST"] if scaling == "standardise_mnist" else (self.mean, self.std)
-        return (x - mean) / std
-
-    def _prepare(self, task: int, images: Tensor, labels: Tensor) -> Batch:
-        x = self.transform(task, images.unsqueeze(1).float().div_(255.0))
-        return self.scale(x), labels - self.task_classes(task).start
-
-    def _sampler(self, task: int) -> EpochSampler:
-        if task not in self._samplers:
-            self._samplers[task] = EpochSampler(self._pool(self.train_labels, task), self.generator)
-        return self._samplers[task]
-
-    def train_batch(self, segment: Segment, step: int, batch_size: int) -> Batch:
-        indices = self._sampler(segment.task).next(batch_size)
-        return self._prepare(segment.task, self.train_images[indices], self.train_labels[indices])
-
-    def sample_train(self, task: int, n: int) -> Batch:
-        pool = self._pool(self.train_labels, task)
-        indices = pool[torch.randint(len(pool), (n,), generator=self.generator, device=self.device)]
-        return self._prepare(task, self.train_images[indices], self.train_labels[indices])
-
-    def test_batches(self, task: int, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
-        if task not in self._test_pools:
-            self._test_pools[task] = self._pool(self.test_labels, task)
-        pool = self._test_pools[task][:limit]
-        for start in range(0, len(pool), batch_size):
-            indices = pool[start : start + batch_size]
-            yield self._prepare(task, self.test_images[indices], self.test_labels[indices])
-
-
-def image_shape(config: object) -> tuple[int, int, int]:
-    """The (channels, height, width) an MNIST-family config gives its inputs."""
-    side = config.side if isinstance(config, ImageInputConfig) else MNIST_SIDE
-    return (1, side, side)
-
-
-def pad_images(images: Tensor, pad_to: int) -> Tensor:
-    """uint8 images [N, H, W] zero-padded on every side to pad_to x pad_to (the extra pixel goes right/bottom)."""
-    if not pad_to:
-        return images
-    height, width = images.shape[1:]
-    top, left = (pad_to - height) // 2, (pad_to - width) // 2
-    return F.pad(images, (left, pad_to - width - left, top, pad_to - height - top))
-
-
-MNIST_STATS = {"MNIST": (0.1307, 0.3081), "FashionMNIST": (0.2860, 0.3530)}  # pixel mean and std in [0, 1]
-
-
-def register_mnist_family(prefix: str, base: type[ImageTaskStream]) -> None:
-    """Register ``base`` over MNIST as ``<prefix>_mnist`` and over Fashion-MNIST as ``<prefix>_fashion_mnist``."""
-    for suffix, dataset in (("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")):
-        mean, std = MNIST_STATS[dataset]
-        attributes = {"dataset": dataset, "datasets": (dataset,), "mean": mean, "std": std}
-        name = f"{base.__name__}{dataset}"
-        cls = type(name, (base,), {**attributes, "__module__": base.__module__, "__qualname__": name})
-        setattr(sys.modules[base.__module__], name, cls)  # importable by name, so it pickles
-        register_stream(f"{prefix}_{suffix}")(cls)

@@ -30,19 +30,21 @@ def real_data_dir() -> Path:
     return path
 
 
+REAL_DATASETS = ("MNIST", "FashionMNIST")  # tests count on their real contents (e.g. each digit's test examples)
+
+
 @pytest.fixture(scope="session")
 def data_dir(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data root with the real MNIST family (linked), small CIFAR folders in the real pickle format and a
-    small ImageNet folder of JPEGs in the usual layout."""
-    from fake_cifar import write_cifar10, write_cifar100
-    from fake_imagenet import write_imagenet
+    """A data root with every registered dataset: the real MNIST family (linked) and, for every other one, the
+    small fake in its real on-disk format that its registry entry writes."""
+    from scenarios import DATASETS
 
     root = tmp_path_factory.mktemp("data")
-    for name in ("MNIST", "FashionMNIST"):
-        (root / name).symlink_to(real_data_dir / name, target_is_directory=True)
-    write_cifar10(root)
-    write_cifar100(root)
-    write_imagenet(root)
+    for name in DATASETS.names():
+        if name in REAL_DATASETS:
+            (root / name).symlink_to(real_data_dir / name, target_is_directory=True)
+        else:
+            DATASETS.get(name).write_fake(root)
     return root
 
 

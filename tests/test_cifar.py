@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_cifar import write_cifar10
 
-from scenarios.cifar import random_crop_and_flip
-from scenarios.cifar_data import CIFAR_FILES, prepare_cifar_dataset, read_cifar_pickle
+from scenarios.cifar_data import CIFAR_FILES, prepare_cifar_dataset, read_cifar_pickle, write_cifar10
 from scenarios.datasets import DataCorruptError, DataMissingError
+from scenarios.in_memory import random_crop_and_flip
 from scenarios.streams import STREAMS
 
 

@@ -1,17 +1,27 @@
-"""Finding, checking, decoding and caching datasets; the torchvision import on CPU-only torch."""
+"""Finding, checking, decoding and caching datasets; the dataset registry, parametrised over it (every dataset's
+fake is found, checked and read in its real format); the scenarios modules' imports; the torchvision import on
+CPU-only torch."""
 
 from __future__ import annotations
 
+import ast
 import gzip
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import scenarios.datasets as datasets
+import scenarios.mnist_data as datasets
+from harness.registry import UnknownNameError
 from harness.torchvision_compat import import_torchvision
-from scenarios.datasets import IDX_FILES, DataCorruptError, DataMissingError, prepare_idx_dataset, read_idx
+from scenarios import DATASETS, STREAMS
+from scenarios.datasets import DataCorruptError, DataMissingError, dataset_status, load_arrays, prepare_dataset
+from scenarios.mnist_data import IDX_FILES, prepare_idx_dataset, read_idx
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -97,3 +107,112 @@ def test_a_failed_download_says_what_to_put_where(tmp_path: Path, monkeypatch) -
 def test_torchvision_imports_on_this_torch() -> None:
     torchvision = import_torchvision()
     assert hasattr(torchvision.datasets, "MNIST") and hasattr(torchvision.datasets, "FashionMNIST")
+
+
+@pytest.fixture
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache of the test's own and no downloads."""
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HARNESS_OFFLINE", "1")
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+@pytest.mark.usefixtures("offline")
+def test_every_datasets_fake_is_found_checked_and_read_in_its_real_format(name: str, tmp_path: Path) -> None:
+    dataset = DATASETS.get(name)
+    folder = dataset.write_fake(tmp_path / "data")
+    assert dataset_status(name, tmp_path / "data") == (True, str(folder))
+    prepared = prepare_dataset(name, tmp_path / "data")
+    if dataset.info is None:  # streamed from disk as it goes: only checked
+        assert prepared == folder
+        return
+    arrays = load_arrays(name, tmp_path / "data")
+    channels, height, width = dataset.info.shape
+    for images, labels in ((arrays.train_images, arrays.train_labels), (arrays.test_images, arrays.test_labels)):
+        assert images.dtype == np.uint8 and images.shape[-2:] == (height, width) and len(images) == len(labels)
+        assert (images.shape[1] if images.ndim == 4 else 1) == channels
+        assert labels.dtype == np.int64 and set(labels.tolist()) == set(range(dataset.info.classes))
+    assert len(dataset.info.mean) == len(dataset.info.std) == channels
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+@pytest.mark.usefixtures("offline")
+def test_a_missing_dataset_says_so_and_is_never_mistaken_for_another(name: str, tmp_path: Path) -> None:
+    present, advice = dataset_status(name, tmp_path / "empty")
+    assert not present and advice.startswith("missing")
+    with pytest.raises(DataMissingError, match=f"dataset {name}"):
+        prepare_dataset(name, tmp_path / "empty")
+
+
+def test_an_unknown_dataset_is_one_error_naming_the_known_ones() -> None:
+    for lookup in (prepare_dataset, dataset_status):
+        with pytest.raises(
+            UnknownNameError, match=r"unknown dataset 'CIFAR1000' \(did you mean: CIFAR100.*known: .*MNIST"
+        ):
+            lookup("CIFAR1000", None)
+
+
+@pytest.mark.parametrize("name", STREAMS.names())
+def test_every_stream_reads_only_registered_datasets(name: str) -> None:
+    assert all(dataset in DATASETS for dataset in STREAMS.get(name).datasets)
+
+
+def scenarios_imports(path: Path) -> set[str]:
+    """The scenarios modules a module imports anywhere in it (inside functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.startswith("scenarios.") and (SCENARIOS / f"{name[10:]}.py").is_file()}
+
+
+def test_the_scenarios_modules_import_each_other_without_a_cycle() -> None:
+    graph = {f"scenarios.{p.stem}": scenarios_imports(p) for p in SCENARIOS.glob("*.py") if p.stem != "__init__"}
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join(path[path.index(module) :] + (module,))}"
+        if module not in done:
+            for imported in sorted(graph[module]):
+                visit(imported, (*path, module))
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())
+
+
+@pytest.mark.slow
+def test_each_scenarios_module_imports_alone_in_a_fresh_interpreter() -> None:
+    for path in sorted(SCENARIOS.glob("*.py")):
+        module = "scenarios" if path.stem == "__init__" else f"scenarios.{path.stem}"
+        done = subprocess.run(
+            [sys.executable, "-c", f"import {module}"], cwd=SCENARIOS.parent, capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"import {module}: {done.stderr.strip().splitlines()[-1:]}"
+
+
+def test_svhn_reads_as_torchvisions_svhn_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same images, layout and digits (10 read as 0) as torchvision.datasets.SVHN, on the fake's files."""
+    from scenarios.svhn import FILES, read_svhn_mat
+
+    folder = DATASETS.get("SVHN").write_fake(tmp_path)
+    svhn = import_torchvision().datasets.SVHN
+    monkeypatch.setattr(svhn, "_check_integrity", lambda self: True)  # the fake is not torchvision's file
+    for split, (file, _, _) in FILES.items():
+        reference = svhn(str(folder), split=split)
+        images, digits = read_svhn_mat(folder / file)
+        assert np.array_equal(images, reference.data) and np.array_equal(digits, reference.labels)
+        assert images.shape[1:] == (3, 32, 32) and set(digits.tolist()) == set(range(10))
+
+
+@pytest.mark.usefixtures("offline")
+def test_an_svhn_file_with_the_real_count_must_have_torchvisions_md5(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import scenarios.svhn as svhn
+
+    svhn.write_fake_svhn(tmp_path, test_per_class=3)
+    file, md5, _ = svhn.FILES["test"]
+    monkeypatch.setitem(svhn.FILES, "test", (file, md5, 30))  # as if the fake's 30 images were the real count
+    with pytest.raises(DataCorruptError, match=f"test_32x32.mat has md5 .*, torchvision's SVHN file has {md5}"):
+        prepare_dataset("SVHN", tmp_path)

@@ -1,9 +1,9 @@
 """Every method with conv layers x every image stream (fake CIFAR pickles, a tiny ImageNet folder of JPEGs)
 x every scenario it supports: a few steps of a whole cell, on CPU.
 
-Parametrised over the registries, so a new method or image stream is covered
-with no new test code. Learning is checked elsewhere (tests/test_methods.py);
-here the cell must run end to end on each stream's real loading path.
+Parametrised over the registries (an image stream is one whose plan has three input channels), so a new method
+or image stream is covered with no new test code. Learning is checked elsewhere (tests/test_methods.py); here
+the cell must run end to end on each stream's real loading path.
 """
 
 from __future__ import annotations
@@ -17,15 +17,28 @@ from synthetic_runs import run_ok
 from harness.grid import make_cell
 from methods import METHODS
 from results.metrics import accuracy_matrix
+from scenarios import STREAMS
 
-IMAGE_STREAMS = {  # stream -> (its settings for a two-task cell, a tiny backbone of the kind its papers use)
-    "split_cifar100": ({"num_tasks": 2, "steps_per_task": 3}, {"name": "resnet18", "width": 4}),
-    "icifar": ({"num_tasks": 2, "steps_per_task": 3}, {"name": "resnet18", "width": 4}),
-    "split_imagenet": (
-        {"num_tasks": 2, "steps_per_task": 3, "image_size": 32, "workers": 1},
-        {"name": "resnet50", "width": 2},
-    ),
+SMALL = {"num_tasks": 2, "steps_per_task": 3}  # a two-task cell, for the streams whose config has these
+SMALL_BACKBONE = {"name": "resnet18", "width": 4}  # a tiny backbone of the kind the papers use on small images
+OVERRIDES = {  # stream -> (settings beyond SMALL, backbone) where the defaults do not suit it
+    "split_imagenet": ({"image_size": 32, "workers": 1}, {"name": "resnet50", "width": 2}),
 }
+
+
+def is_colour(stream: str) -> bool:
+    cls = STREAMS.get(stream)
+    return cls.plan(cls.Config()).input_shape[0] == 3
+
+
+def case(stream: str) -> tuple[dict, dict]:
+    """A stream's settings for a two-task cell and its backbone."""
+    settings, backbone = OVERRIDES.get(stream, ({}, SMALL_BACKBONE))
+    fields = STREAMS.get(stream).Config.__dataclass_fields__
+    return {**{k: v for k, v in SMALL.items() if k in fields}, **settings}, backbone
+
+
+IMAGE_STREAMS = {stream: case(stream) for stream in STREAMS.names() if is_colour(stream)}
 CASES = [
     (method, stream, scenario)
     for method in METHODS.names()

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_imagenet import class_index, wnid
 
 from harness.backbones import PRESETS, backbone_factory
 from methods.base import TorchKit
 from scenarios.datasets import DataMissingError, prepare_dataset
-from scenarios.imagenet import MEAN, STD, central_crop_box, random_crop_box
+from scenarios.imagenet import MEAN, STD, central_crop_box, class_index, random_crop_box, wnid
 from scenarios.streams import STREAMS
 
 
@@ -32,7 +31,7 @@ def test_tasks_partition_the_classes_in_an_order_drawn_from_the_seed(data_dir: P
 
 
 def test_test_images_decode_to_their_class_colour_with_the_right_label(data_dir: Path) -> None:
-    colours = np.random.default_rng(0).integers(30, 226, (30, 3))  # as fake_imagenet draws them
+    colours = np.random.default_rng(0).integers(30, 226, (30, 3))  # as write_fake_imagenet draws them
     stream = build(data_dir)
     mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
     x, y = next(stream.test_batches(1, 120))

@@ -1,13 +1,21 @@
-"""Every registered stream (parametrised over the registry) and the transforms of the MNIST family."""
+"""Every registered stream (parametrised over the registry) and the transforms of the MNIST family.
+
+The copyable stream template is registered too, so it stays a working stream.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from synthetic_runs import run_ok
 
+import scenarios._template  # noqa: F401  (registers "template")
+from harness.grid import make_cell
+from results.metrics import accuracy_matrix
 from scenarios import STREAMS
 from scenarios.rotated import rotate, rotation_grid
 from scenarios.streams import Stream
@@ -118,3 +126,24 @@ def test_plan_from_the_config_alone_matches_the_stream(name: str, data_dir: Path
     assert plan.input_shape == stream.input_shape and plan.num_tasks == stream.num_tasks
     assert plan.train_steps == sum(s.steps for s in segments) and plan.segment_count == len(segments)
     assert plan.test_per_task > 0
+
+
+def test_the_stream_template_runs_a_cell(data_dir: Path) -> None:
+    cell = make_cell(
+        "standard",
+        "template",
+        "GG",
+        stream_settings={"num_tasks": 2, "steps_per_task": 3},
+        backbone={"name": "fc", "hidden": [32]},
+        training={"lr": 1e-3, "batch_size": 16, "probe_every": 0, "eval_samples": 64},
+    )
+    run, evals = run_ok(cell, data_dir)
+    matrix = accuracy_matrix(evals)
+    assert matrix.shape == (2, 2) and np.isfinite(matrix[np.tril_indices(2)]).all() and run["samples"] == 2 * 3 * 16
+    plain = build("template", data_dir, invert_odd_tasks=False)
+    inverted = build("template", data_dir)
+    for task, flipped in ((0, False), (1, True)):
+        x_plain, x_inverted = next(plain.test_batches(task, 8))[0], next(inverted.test_batches(task, 8))[0]
+        mean, std = plain.stats["MNIST"]
+        expected = (1 - (x_plain * std + mean) - mean) / std if flipped else x_plain
+        assert torch.allclose(x_inverted, expected, atol=1e-5)
