@@ -23,8 +23,8 @@ Hooks that return parameters may return torch parameter groups instead
 train at different rates.
 
 ``task`` is None wherever the scenario hides it. Scenario names are plain
-strings here ("GG", "GNs", "GNu", "NNs"), the values of the taxonomy's
-``Scenario``; methods import nothing else of ``scenarios``.
+strings here ("GG", "GNs", "GNu", "NNs") because methods never import
+``scenarios``; a test ties them to the taxonomy's ``Scenario``.
 
 Backbones are written once against a :class:`LayerKit`; a method that needs
 other layers (PSP contexts, SupSup masks, BatchE factors) hands the backbone
@@ -42,9 +42,8 @@ import torch
 from torch import Tensor, nn
 
 from harness.registry import Registry
-from scenarios.taxonomy import Scenario
 
-SCENARIO_NAMES = tuple(scenario.value for scenario in Scenario)
+SCENARIO_NAMES = ("GG", "GNs", "GNu", "NNs")  # the values of scenarios.taxonomy.Scenario (tests/test_registry.py)
 LOSS_OUTPUTS = ("all", "seen", "current")  # which outputs a GNu training loss sees (the training config's loss_outputs)
 BACKBONE_KINDS = ("fc", "conv")  # what a kit builds: linear layers only, or convolutional ones too
 

@@ -37,3 +37,11 @@ def test_an_outside_package_registers_through_its_entry_point(outside_package: C
     outside_package(METHODS, "harness.methods", "outside_plugin", PLUGIN)
     cls = METHODS.get("outside_method")
     assert cls.version == "7" and "outside_method" in METHODS.names()
+
+
+def test_the_methods_scenario_names_are_the_taxonomys() -> None:
+    """methods.base spells the scenarios out (methods never import scenarios); they must stay the enum's values."""
+    from methods.base import SCENARIO_NAMES
+    from scenarios.taxonomy import Scenario
+
+    assert SCENARIO_NAMES == tuple(scenario.value for scenario in Scenario)
