@@ -43,7 +43,7 @@ momentum 0.9 at batch 128, 100 steps per task, accuracy per task after the fifth
 ``carried`` with ``mirror_bias`` off, over seeds 0-11, recovers every task in 8 of 12 seeds with
 the authors' weight decay of 1e-4 on the scores (mean 0.906; 0.988 where all recovered) and in 8
 of 12 without it (mean 0.890). In the others one or two tasks get another task's mask and score
-0, as in the authors' seed 7 (their script: 6 of 7 seeds, mean 0.958). ``mirror_bias`` on made it
+0, as in the authors' code (their script over seeds 1-19: 8 of 19 seeds, mean 0.878). ``mirror_bias`` on made it
 worse (0.811 over 6 seeds). ``per_batch`` at version 1 never recovered task 4 (average 0.80).
 See ``bench/supsup.py hopsupsup``.
 
