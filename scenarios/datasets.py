@@ -163,6 +163,8 @@ def _source_stamp(raw_dir: Path, name: str) -> dict[str, list]:
 
 
 def _extract(raw_dir: Path, name: str, target: Path) -> None:
+    from scenarios.idx_md5 import IDX_RAW_MD5
+
     for part, (gz, md5) in IDX_FILES[name].items():
         path = _raw_file(raw_dir, gz)
         assert path is not None
@@ -170,9 +172,20 @@ def _extract(raw_dir: Path, name: str, target: Path) -> None:
             if (actual := _md5(path)) != md5:
                 raise DataCorruptError(f"{path} has md5 {actual}, torchvision's {name} file has {md5}")
             data = gzip.decompress(path.read_bytes())
-        else:
+        else:  # extracted beside the .gz: checked against the md5 of torchvision's file decompressed
             data = path.read_bytes()
-        array = read_idx(data)
+            if (actual := hashlib.md5(data).hexdigest()) != IDX_RAW_MD5[name][part]:
+                try:
+                    read_idx(data)  # a truncated file says so first
+                except DataCorruptError as error:
+                    raise DataCorruptError(f"{path}: {error}") from None
+                raise DataCorruptError(
+                    f"{path} has md5 {actual}, torchvision's {name} file decompressed has {IDX_RAW_MD5[name][part]}"
+                )
+        try:
+            array = read_idx(data)
+        except DataCorruptError as error:
+            raise DataCorruptError(f"{path}: {error}") from None
         _atomic_save(array.astype(np.int64) if part.endswith("labels") else array, target / f"{part}.npy")
 
 
@@ -181,12 +194,28 @@ def cached_arrays(name: str, stamp: dict[str, list], extract: Callable[[Path], N
     its source files still matches. Safe to call from many processes: every file is replaced atomically."""
     target = cache_dir() / "arrays" / name
     stamp_path = target / "source.json"
-    if stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
-        return target
+
+    # The stamp records the sources and the size and md5 of every array written: a truncated or damaged array (a
+    # disk that filled, a stray write) is extracted again, never trusted for ever.
+    try:
+        recorded = json.loads(stamp_path.read_text())
+        outputs = recorded["outputs"]
+        if (
+            recorded["source"] == stamp
+            and outputs
+            and all(
+                (target / file).stat().st_size == size and _md5(target / file) == digest
+                for file, (size, digest) in outputs.items()
+            )
+        ):
+            return target
+    except (OSError, ValueError, KeyError, TypeError):  # missing, unreadable or older stamp: extract again
+        pass
     extract(target)
+    outputs = {p.name: [p.stat().st_size, _md5(p)] for p in sorted(target.glob("*.npy"))}
     fd, tmp = tempfile.mkstemp(dir=target, prefix=".source.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump(stamp, f)
+        json.dump({"source": stamp, "outputs": outputs}, f)
     os.replace(tmp, stamp_path)
     return target
 
