@@ -111,9 +111,10 @@ def check_ray_address(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=ADDRESS_TIMEOUT_S).close()
     except OSError as error:
-        reason = "no answer" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        timed_out = isinstance(error, TimeoutError)
+        reason = f"no answer within {ADDRESS_TIMEOUT_S:g}s" if timed_out else (error.strerror or str(error))
         raise ConfigError(
-            f"cannot reach a Ray cluster at --address {address!r} ({reason} within {ADDRESS_TIMEOUT_S:g}s); "
+            f"cannot reach a Ray cluster at --address {address!r} ({reason}); "
             "start one there (ray start --head) or leave out --address (and $RAY_ADDRESS) for a local one"
         ) from None
 

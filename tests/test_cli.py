@@ -112,8 +112,8 @@ BAD_GRIDS = {
     "lr inf": (GOOD_EXPERIMENT + "    training: {lr: .inf}\n", "training: lr must be a finite number, got inf"),
     "lr 'nan'": (GOOD_EXPERIMENT + '    training: {lr: "nan"}\n', "training: lr must be a finite number, got 'nan'"),
     "method float inf": (
-        GOOD_EXPERIMENT.replace("[standard]", "[{name: ewc, ewc_lambda: -.inf}]"),
-        "method ewc: ewc_lambda must be a finite number, got -inf",
+        GOOD_EXPERIMENT.replace("[standard]", "[{name: ewc, ewc_lambda: .inf}]"),
+        "method ewc: ewc_lambda must be a finite number, got inf",
     ),
     "huge integer setting": (
         GOOD_EXPERIMENT.replace("steps_per_task: 3", f"steps_per_task: {10**20}"),
@@ -220,7 +220,7 @@ def test_a_ray_address_where_nothing_listens_fails_in_seconds(capsys: pytest.Cap
     assert main(args) == EXIT_BAD_INPUT  # the Ray executor (the default): inline would not use the address
     err = capsys.readouterr().err.strip()
     assert time.monotonic() - started < 10 and len(err.splitlines()) == 1, err
-    assert "cannot reach a Ray cluster at --address '127.0.0.1:1' (Connection refused" in err
+    assert "cannot reach a Ray cluster at --address '127.0.0.1:1' (Connection refused); start one there" in err
     assert not (tmp_path / "out").exists(), "the output folder was made (and data prepared) first"
     assert main([*args[:-4], "--address", "head-without-port"]) == EXIT_BAD_INPUT
     assert "is not HOST:PORT, ray://HOST:PORT or auto" in capsys.readouterr().err

@@ -334,3 +334,14 @@ def test_ctrl_c_in_the_first_seconds_exits_130_in_one_line(tmp_path: Path) -> No
         assert lines[-1] == "harness: interrupted; finished cells are saved, rerun the same command to resume", err
         assert all(line.startswith("[harness] ") for line in lines[:-1]), err
         assert "Traceback" not in err, err
+
+
+def test_a_run_row_that_cannot_be_written_leaves_no_evals_file_behind(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cell_id = one_cell(tmp_path, out)
+    store = ResultStore(out)
+    run = store.read_run(cell_id)
+    evals = (out / "evals" / f"{cell_id}.parquet").read_bytes()
+    with pytest.raises(OverflowError):  # a seed beyond int64 (refused by grid validation now) fails before any write
+        store.write_cell({**run, "seed": 10**23}, [])
+    assert (out / "evals" / f"{cell_id}.parquet").read_bytes() == evals and store.read_run(cell_id) == run
