@@ -14,6 +14,7 @@ dies is retried.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -140,7 +141,12 @@ def _check_memory(cells: Sequence[Cell], device: str) -> None:
     from harness.estimate import TRAINING_COPIES, training_bytes
 
     limit, what = _memory_limit(device)
+    seen = set()
     for cell in cells:
+        shapes = json.dumps([cell.stream, cell.stream_config, cell.backbone], sort_keys=True)  # what decides the size
+        if shapes in seen:
+            continue
+        seen.add(shapes)
         parameters, needed = training_bytes(cell)
         if needed > limit:
             name = backbone_name(spec_from_dict(cell.backbone))

@@ -373,3 +373,16 @@ def test_a_method_without_conv_layers_is_refused_a_conv_backbone(capsys: pytest.
 def test_every_shipped_grid_validates(name: str, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     assert main(["run", "--grid", name, "--dry-run", "--out", str(tmp_path / "out")]) == 0
     assert " device-hours on " in capsys.readouterr().out
+
+
+def test_a_grid_file_is_parsed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.grid as grid
+
+    parsed: list[Path] = []
+    real = grid._parse_yaml
+    monkeypatch.setattr(grid, "_parse_yaml", lambda text, path: parsed.append(path) or real(text, path))
+    grid.expand_grid(grid_file(tmp_path, "experiments:" + GOOD_EXPERIMENT))
+    assert parsed == [tmp_path / "grid.yaml"]
+    parsed.clear()
+    grid.expand_grid("paper")  # and each grid it includes once
+    assert len(parsed) == len(set(parsed)) == 1 + len(grid.load_grid_file(grid.locate_grid("paper"))["include"])
