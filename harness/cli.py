@@ -2,24 +2,31 @@
 
 Exit status: 0 every cell finished; 1 some cells failed (all were recorded);
 2 bad input, reported in one line before any work; 130 interrupted (finished
-cells are saved; rerun the same command to resume).
+cells are saved; rerun the same command to resume), from the first moment:
+this module imports only the standard library before ``main`` handles Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.cells import Cell
-from harness.config import ConfigError, describe_config
-from harness.registry import UnknownNameError
-from results.protocol import describe_protocol, protocol_of
+if TYPE_CHECKING:
+    from harness.cells import Cell
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+# What each command imports (torch, pyarrow, ...): imported first, where Ctrl-C ends the process at once
+MODULES = {
+    "run": ("harness.grid", "harness.scheduler", "harness.estimate", "results.report", "scenarios.datasets"),
+    "report": ("results.report", "results.store", "scenarios.datasets"),
+    "list": ("harness.grid", "methods", "scenarios", "results.report", "scenarios.datasets"),
+}
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -57,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list(what: str) -> None:
+    from harness.config import describe_config
+
     if what == "methods":
         from methods import METHODS
 
@@ -91,6 +100,7 @@ def _dry_run(cells: Sequence[Cell], data_dir: Path | None, out: Path) -> None:
     """The cells with the data each reads and an estimate of its compute; then totals per tag and dataset."""
     from harness.estimate import REFERENCE_DEVICE, estimate_cell
     from harness.scheduler import datasets_needed
+    from results.protocol import describe_protocol, protocol_of
     from scenarios import STREAMS
     from scenarios.datasets import dataset_status
 
@@ -127,6 +137,7 @@ def _dry_run(cells: Sequence[Cell], data_dir: Path | None, out: Path) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from harness.config import ConfigError
     from harness.grid import Filters, expand_grid
     from harness.scheduler import RunOptions, run_grid
 
@@ -167,12 +178,9 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        from harness.scheduler import interrupt_on_sigterm
-
-        signal.signal(signal.SIGTERM, interrupt_on_sigterm)
+def _command(args: argparse.Namespace) -> int:
+    from harness.config import ConfigError
+    from harness.registry import UnknownNameError
     from results.report import ReportError
     from results.store import OutputError
     from scenarios.datasets import DataCorruptError, DataMissingError
@@ -180,16 +188,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             _list(args.what)
-            return EXIT_OK
-        if args.command == "report":
-            return _report(args)
-        return _run(args)
+            code = EXIT_OK
+        elif args.command == "report":
+            code = _report(args)
+        else:
+            code = _run(args)
+        sys.stdout.flush()  # here, not at exit, so that a reader gone away (`| head -1`) is caught below
+        return code
     except (ConfigError, UnknownNameError, DataMissingError, DataCorruptError, OutputError, ReportError) as error:
         print(f"harness: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _stdout_to_devnull() -> None:
+    """After a broken pipe: what is still buffered for stdout goes nowhere, so exit does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (replaced, closed)
+        pass
+
+
+INTERRUPTED_MESSAGE = "harness: interrupted; finished cells are saved, rerun the same command to resume"
+
+
+def _import_stopping_at_interrupts(modules: Sequence[str]) -> None:
+    """Import the modules; Ctrl-C meanwhile ends the process at once, with its one line and status 130.
+
+    A KeyboardInterrupt in the middle of an import (numpy, torch) can leave a module half-made and end in an
+    unrelated traceback; and nothing has started yet (no file, no Ray), so there is nothing to save or stop.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        os.write(2, f"{INTERRUPTED_MESSAGE}\n".encode())
+        os._exit(EXIT_INTERRUPTED)
+
+    handled = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not when ignored (a background job)
+    if handled:
+        signal.signal(signal.SIGINT, stop)
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    finally:
+        if handled:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        _import_stopping_at_interrupts(MODULES[args.command])
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            from harness.scheduler import interrupt_on_sigterm
+
+            signal.signal(signal.SIGTERM, interrupt_on_sigterm)
+        return _command(args)
     except KeyboardInterrupt:
-        print("harness: interrupted; finished cells are saved, rerun the same command to resume", file=sys.stderr)
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of stdout stopped reading (`harness list grids | head -1`): not an error
+        _stdout_to_devnull()
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ str, ``Literal[...]``, ``tuple[int, ...]`` / ``tuple[float, ...]`` and
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -24,6 +26,16 @@ class ConfigError(ValueError):
     """A bad value in a grid or on the command line; the message is one line."""
 
 
+INT64 = 2**63  # every integer setting must fit a signed 64-bit column (pyarrow, torch)
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 6, 6, 80, 80
+
+
+def shown(value: Any) -> str:
+    """A value for an error message: its repr, cut short, so a huge or deeply nested value stays one short line."""
+    return " ".join(_SHORT.repr(value).split())
+
+
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
@@ -33,7 +45,7 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in get_args(tp))
     if tp is type(None):
         return "null"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+    return {bool: "true/false", int: "an integer", float: "a finite number", str: "a string"}.get(tp, str(tp))
 
 
 def _coerce(value: Any, tp: Any) -> Any:
@@ -67,14 +79,15 @@ def _coerce(value: Any, tp: Any) -> Any:
             return value
         raise TypeError
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise TypeError from None
-        raise TypeError
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError
+        try:
+            number = float(value)  # YAML reads 1e-4 (no dot) as a string
+        except (ValueError, OverflowError):
+            raise TypeError from None
+        if not math.isfinite(number):  # .nan, .inf, "nan", 1e999: no setting means any of them
+            raise TypeError
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -88,17 +101,21 @@ def _check_bounds(where: str, name: str, value: Any, metadata: Mapping[str, Any]
     for v in values:
         if v is None:
             continue
+        if isinstance(v, int) and not isinstance(v, bool) and not -INT64 <= v < INT64:
+            raise ConfigError(f"{where}: {name} must fit in 64 bits (between -2**63 and 2**63 - 1), got {shown(value)}")
         if low is not None and v < low:
-            raise ConfigError(f"{where}: {name} must be >= {low}, got {value!r}")
+            raise ConfigError(f"{where}: {name} must be >= {low}, got {shown(value)}")
         if high is not None and v > high:
-            raise ConfigError(f"{where}: {name} must be <= {high}, got {value!r}")
+            raise ConfigError(f"{where}: {name} must be <= {high}, got {shown(value)}")
 
 
 def parse_config(cls: type[C], raw: Mapping[str, Any] | None, where: str) -> C:
     """Build cls from raw, checking names, types and bounds; ``where`` prefixes every error."""
-    raw = dict(raw or {})
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping of settings, got {raw!r}")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):  # `training: fast`: a word where settings were expected
+        raise ConfigError(f"{where}: expected a mapping of settings (name: value, ...), got {shown(raw)}")
+    raw = dict(raw)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in raw:
@@ -112,7 +129,7 @@ def parse_config(cls: type[C], raw: Mapping[str, Any] | None, where: str) -> C:
         try:
             values[name] = _coerce(value, hints[name])
         except TypeError:
-            raise ConfigError(f"{where}: {name} must be {_type_name(hints[name])}, got {value!r}") from None
+            raise ConfigError(f"{where}: {name} must be {_type_name(hints[name])}, got {shown(value)}") from None
         _check_bounds(where, name, values[name], fields[name].metadata)
     try:
         return cls(**values)

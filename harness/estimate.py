@@ -36,6 +36,9 @@ REFERENCE_DEVICE = "2 CPU cores (the reference machine)"
 # networks use the machine less well; rates between two measured sizes are interpolated in log space.
 PLAIN_RATE = {"fc": ((5.32e5, 6.37e10), (3.72e6, 1.22e11)), "conv": ((1.09e8, 1.13e11), (1.09e8, 1.13e11))}
 INFERENCE_FACTOR = 3.0  # evaluation without the task: a forward and a backward pass for task inference first
+# Training holds at least this many float32 copies of the parameters: weights, gradients and the optimiser's state
+# (RMSprop's square average and momentum buffer; Adam's two moments). Methods may hold more (masks, per-task copies).
+TRAINING_COPIES = 4
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,33 @@ def forward_flops(spec: BackboneSpec, input_shape: tuple[int, ...], outputs: int
             total += 2.0 * module.in_features * module.out_features
 
     with torch.device("meta"):
-        backbone = backbone_factory(spec, input_shape)(TorchKit())
-        model = nn.Sequential(backbone.trunk, nn.Linear(backbone.feature_dim, outputs))
+        model = _meta_model(spec, input_shape, outputs)
         for module in model.modules():
             module.register_forward_hook(count)
         model(torch.zeros(1, *input_shape))
     return total
+
+
+def _meta_model(spec: BackboneSpec, input_shape: tuple[int, ...], outputs: int) -> nn.Module:
+    """The trunk and an ``outputs``-way head on the meta device: shapes without memory, however large."""
+    with torch.device("meta"):
+        backbone = backbone_factory(spec, input_shape)(TorchKit())
+        return nn.Sequential(backbone.trunk, nn.Linear(backbone.feature_dim, outputs))
+
+
+@functools.lru_cache(maxsize=64)
+def parameter_count(spec: BackboneSpec, input_shape: tuple[int, ...], outputs: int) -> int:
+    return sum(p.numel() for p in _meta_model(spec, input_shape, outputs).parameters())
+
+
+def training_bytes(cell: Cell) -> tuple[int, int]:
+    """(parameters, a lower bound of the bytes training them takes: TRAINING_COPIES float32 copies) of a cell's
+    network, from its shapes alone; nothing is allocated."""
+    stream_cls = STREAMS.get(cell.stream)
+    plan = stream_cls.plan(parse_config(stream_cls.Config, cell.stream_config, cell.stream))
+    spec = parse_config(BackboneSpec, cell.backbone, "backbone")
+    parameters = parameter_count(spec, plan.input_shape, 10)
+    return parameters, parameters * 4 * TRAINING_COPIES
 
 
 def plain_rate(kind: str, flops: float) -> float:

@@ -24,7 +24,10 @@ with its own grid's defaults, join its own (``paper`` is made this way).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +35,22 @@ import yaml
 
 from harness.backbones import parse_backbone
 from harness.cells import Cell
-from harness.config import ConfigError, config_to_dict, parse_config
+from harness.config import INT64, ConfigError, config_to_dict, parse_config, shown
 from harness.registry import UnknownNameError, did_you_mean
 from harness.training import TrainingConfig
 from methods import METHODS
 from scenarios import STREAMS, parse_scenario
 
 GRIDS_DIR = Path(__file__).parent / "grids"
+TOP_LEVEL_KEYS = ("name", "description", "defaults", "experiments", "include")
 EXPERIMENT_KEYS = {"tag", "methods", "streams", "scenarios", "backbone", "backbones", "seeds", "training"}
 DEFAULT_KEYS = EXPERIMENT_KEYS - {"tag", "methods", "streams", "scenarios"}
+# Bounds that keep a hostile or mistaken grid file from hanging validation (the paper grid: 10 kB, 147 cells)
+MAX_GRID_BYTES = 1_000_000
+MAX_YAML_NODES = 250_000  # values in a grid file once its aliases are expanded: a "billion laughs" stops here
+MAX_CELLS = 100_000  # cells one grid may expand to (before duplicates merge)
+MAX_SCALE = 1000.0
+GRID_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # a grid's name is the default output folder runs/<name>
 
 
 @dataclass(frozen=True)
@@ -66,28 +76,97 @@ def grid_names() -> list[str]:
 
 def locate_grid(name_or_path: str) -> Path:
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"grid file {name_or_path} does not exist")
+    if path.is_file():
         return path
     candidate = GRIDS_DIR / f"{name_or_path}.yaml"
-    if not candidate.is_file():
+    if path.suffix not in (".yaml", ".yml") and candidate.is_file():
+        return candidate  # a shipped grid, even where a folder of its name is in the way
+    if path.is_dir():
         raise ConfigError(
-            f"unknown grid {name_or_path!r}{did_you_mean(name_or_path, grid_names())}; "
-            f"known: {', '.join(grid_names())} (or a path to a .yaml file)"
+            f"grid file {name_or_path} is a folder, not a YAML file; give a .yaml file (or a grid name: "
+            f"{', '.join(grid_names())})"
         )
-    return candidate
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        raise ConfigError(f"grid file {name_or_path} does not exist")
+    raise ConfigError(
+        f"unknown grid {name_or_path!r}{did_you_mean(name_or_path, grid_names())}; "
+        f"known: {', '.join(grid_names())} (or a path to a .yaml file)"
+    )
 
 
-def load_grid_file(path: Path) -> dict[str, Any]:
+def _read_text(path: Path) -> str:
+    """The file as text, refused in one line when it is too large to be a grid or not UTF-8."""
     try:
-        data = yaml.safe_load(path.read_text())
+        with open(path, "rb") as f:
+            data = f.read(MAX_GRID_BYTES + 1)  # never more, whatever the file claims to be
+    except OSError as error:
+        raise ConfigError(f"grid file {path} cannot be read: {error.strerror or error}") from None
+    if len(data) > MAX_GRID_BYTES:
+        raise ConfigError(
+            f"grid file {path} is larger than {MAX_GRID_BYTES:,} bytes, the most a grid file may be (the paper "
+            "grid is 10 kB); list methods, streams and seeds within fewer experiments, or split it into grids"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"grid file {path} is not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start}); "
+            "save it as UTF-8"
+        ) from None
+
+
+def _check_expanded_size(events: Iterable[yaml.Event], path: Path) -> None:
+    """Refuse a document whose aliases expand past MAX_YAML_NODES values, or refer to themselves, from its parse
+    events alone (before any value is built): an alias counts as the size of what it names."""
+    sizes: dict[str, int] = {}
+    open_anchors: list[tuple[str | None, int]] = []
+    total = 0
+    for event in events:
+        if isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for anchor, _ in open_anchors):
+                raise ConfigError(f"grid file {path}: the alias *{event.anchor} refers to a value that contains it")
+            total += sizes.get(event.anchor, 0)  # an undefined alias is the YAML loader's error
+        elif isinstance(event, yaml.ScalarEvent):
+            total += 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            open_anchors.append((event.anchor, total))
+            total += 1
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            anchor, start = open_anchors.pop()
+            if anchor:
+                sizes[anchor] = total - start
+        if total > MAX_YAML_NODES:
+            raise ConfigError(
+                f"grid file {path} holds more than {MAX_YAML_NODES:,} values once its YAML aliases are expanded, "
+                "the most a grid may hold (aliases that repeat aliases multiply: an alias bomb?)"
+            )
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where installed: several times faster
+    try:
+        _check_expanded_size(yaml.parse(text, Loader=loader), path)
+        return yaml.load(text, Loader=loader)  # a safe loader: plain values only
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(f"grid file {path} is not valid YAML{where}: {problem}") from None
-    if not isinstance(data, dict) or not (_non_empty_list(data.get("experiments")) or data.get("include")):
+
+
+def load_grid_file(path: Path) -> dict[str, Any]:
+    data = _parse_yaml(_read_text(path), path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"grid file {path} must be a mapping with a non-empty list under 'experiments'")
+    unknown = sorted(str(key) for key in data if key not in TOP_LEVEL_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"grid file {path}: unknown top-level key {shown(unknown[0])}"
+            f"{did_you_mean(unknown[0], list(TOP_LEVEL_KEYS))}; accepted: {', '.join(TOP_LEVEL_KEYS)}"
+        )
+    if not (_non_empty_list(data.get("experiments")) or data.get("include")):
         raise ConfigError(f"grid file {path} must be a mapping with a non-empty list under 'experiments'")
     if not isinstance(data.get("experiments", []), list):
         raise ConfigError(f"grid file {path}: 'experiments' must be a list")
@@ -95,10 +174,21 @@ def load_grid_file(path: Path) -> dict[str, Any]:
         _non_empty_list(data["include"]) and all(isinstance(i, str) for i in data["include"])
     ):
         raise ConfigError(f"grid file {path}: 'include' must be a list of grid names or files")
-    unknown = set(data) - {"name", "description", "defaults", "experiments", "include"}
-    if unknown:
-        raise ConfigError(f"grid file {path}: unknown top-level key(s) {sorted(unknown)}")
+    grid_name_of(data, path)
     return data
+
+
+def grid_name_of(data: dict[str, Any], path: Path) -> str:
+    """The grid's ``name:`` (else its file's stem): a plain name, since it names the output folder runs/<name>."""
+    raw = data.get("name") or path.stem
+    name = str(raw) if isinstance(raw, (str, int)) and not isinstance(raw, bool) else None
+    if name is None or not GRID_NAME.fullmatch(name) or name in (".", ".."):
+        source = "name" if data.get("name") else "name (taken from the file name; add a name:)"
+        raise ConfigError(
+            f"grid file {path}: {source} {shown(raw)} must be a plain name of at most 100 letters, digits, "
+            "'_', '.' and '-' (not '.' or '..'): it names the default output folder runs/<name>"
+        )
+    return name
 
 
 def _non_empty_list(value: Any) -> bool:
@@ -125,11 +215,31 @@ def _named(entry: Any, where: str, what: str) -> tuple[str, dict[str, Any]]:
 
 
 def _seeds(value: Any, where: str) -> list[int]:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+    """A count (seeds 0..N-1) or a list of seeds, each stored as a signed 64-bit integer and so in [0, 2**63)."""
+    accepted = f"a count >= 1 (at most {MAX_CELLS:,}) or a list of integers between 0 and 2**63 - 1"
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_CELLS:
         return list(range(value))
-    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+    if isinstance(value, list) and value and len(value) <= MAX_CELLS:
+        for seed in value:
+            if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < INT64:
+                raise ConfigError(f"{where}: seeds must be {accepted}; seed {shown(seed)} is not")
         return list(value)
-    raise ConfigError(f"{where}: seeds must be a count >= 1 or a list of integers, got {value!r}")
+    raise ConfigError(f"{where}: seeds must be {accepted}, got {shown(value)}")
+
+
+def _tag(value: Any, where: str) -> str:
+    """An experiment's tag: a string (or number) without commas, since a runs row stores its tags comma-joined."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(f"{where}: tag must be a string, got {shown(value)}")
+    tag = str(value)
+    if "," in tag:
+        raise ConfigError(
+            f"{where}: tag {shown(tag)} may not contain a comma (a cell's tags are stored comma-separated); "
+            "use '-' or '_'"
+        )
+    return tag
 
 
 def _check_backbone(method: str, cls: Any, backbone: Any, where: str) -> None:
@@ -180,53 +290,71 @@ def _lookup(registry: Any, name: str, where: str) -> Any:
         raise ConfigError(f"{where}: {error}") from None
 
 
+@dataclass
+class _Expansion:
+    """What expanding a grid (and the grids it includes) collects."""
+
+    cells: dict[str, Cell] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    built: int = 0  # cells built so far, before duplicates merge: at most MAX_CELLS
+
+
 def expand_grid(name_or_path: str, filters: Filters = Filters()) -> list[Cell]:
     """Parse, validate and expand a grid into unique cells; every error is a one-line ConfigError."""
     _validate_filters(filters)
     path = locate_grid(name_or_path)
-    grid_name = str(load_grid_file(path).get("name") or path.stem)
-    cells: dict[str, Cell] = {}
-    tags: list[str] = []
-    _expand_file(path, grid_name, filters, cells, tags, ())
+    data = load_grid_file(path)  # read and parsed once
+    grid_name = grid_name_of(data, path)
+    expansion = _Expansion()
+    _expand_file(path, grid_name, filters, expansion, (), data)
+    tags = expansion.tags
     if filters.only and not any(tag_selected(tag, filters.only) for tag in tags):
         raise ConfigError(f"--only {','.join(filters.only)}: no experiment has that tag; tags: {', '.join(tags)}")
-    if not cells:
+    if not expansion.cells:
         raise ConfigError(f"grid {grid_name}: no cells left after the --methods/--streams/--scenarios filters")
-    return list(cells.values())
+    return list(expansion.cells.values())
 
 
 def grid_tags(name_or_path: str) -> list[str]:
     """Every experiment tag of a grid, included grids' too, in order."""
-    tags: list[str] = []
-    path = locate_grid(name_or_path)
-    _expand_file(path, "", Filters(), {}, tags, ())
-    return tags
+    expansion = _Expansion()
+    _expand_file(locate_grid(name_or_path), "", Filters(), expansion, ())
+    return expansion.tags
 
 
 def _expand_file(
-    path: Path, grid_name: str, filters: Filters, cells: dict[str, Cell], tags: list[str], including: tuple[Path, ...]
+    path: Path,
+    grid_name: str,
+    filters: Filters,
+    expansion: _Expansion,
+    including: tuple[Path, ...],
+    data: dict[str, Any] | None = None,
 ) -> None:
-    data = load_grid_file(path)
-    name = str(data.get("name") or path.stem)
+    data = load_grid_file(path) if data is None else data
+    name = grid_name_of(data, path)
     if path.resolve() in including:
         raise ConfigError(f"grid {name} includes itself (through {' -> '.join(p.stem for p in including)})")
     for included in data.get("include", []):
-        _expand_file(locate_grid(included), grid_name, filters, cells, tags, (*including, path.resolve()))
+        _expand_file(locate_grid(included), grid_name, filters, expansion, (*including, path.resolve()))
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict) or set(defaults) - DEFAULT_KEYS:
         raise ConfigError(f"grid {name}: 'defaults' may hold only {sorted(DEFAULT_KEYS)}")
+    cells = expansion.cells
     for index, experiment in enumerate(data.get("experiments", [])):
         if not isinstance(experiment, dict):
-            raise ConfigError(f"grid {name}, experiment {index + 1}: must be a mapping, got {experiment!r}")
-        where = f"grid {name}, experiment {experiment.get('tag', index + 1)!r}"
-        unknown = set(experiment) - EXPERIMENT_KEYS
+            raise ConfigError(f"grid {name}, experiment {index + 1}: must be a mapping, got {shown(experiment)}")
+        where = f"grid {name}, experiment {shown(experiment.get('tag', index + 1))}"
+        unknown = sorted(str(key) for key in experiment if key not in EXPERIMENT_KEYS)
         if unknown:
-            key = sorted(unknown)[0]
-            raise ConfigError(f"{where}: unknown key {key!r}{did_you_mean(key, sorted(EXPERIMENT_KEYS))}")
+            key = unknown[0]
+            raise ConfigError(f"{where}: unknown key {shown(key)}{did_you_mean(key, sorted(EXPERIMENT_KEYS))}")
         spec = {**defaults, **experiment}
-        tags.append(str(spec.get("tag", "")))
-        expanded = _expand_experiment(grid_name, where, spec, filters)  # validates even what --only leaves out
-        if not tag_selected(str(spec.get("tag", "")), filters.only):
+        tag = _tag(spec.get("tag"), where)
+        expansion.tags.append(tag)
+        room = MAX_CELLS - expansion.built
+        expanded = _expand_experiment(grid_name, where, spec, filters, room)  # validates even what --only leaves out
+        expansion.built += len(expanded)
+        if not tag_selected(tag, filters.only):
             continue
         for cell in expanded:
             if cell.cell_id in cells:
@@ -248,14 +376,20 @@ def _validate_filters(filters: Filters) -> None:
             raise ConfigError(f"--scenarios: {error}") from None
     if filters.seeds is not None and filters.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {filters.seeds}")
-    if not filters.scale > 0:
-        raise ConfigError(f"--scale must be > 0, got {filters.scale}")
+    if filters.seeds is not None and filters.seeds > MAX_CELLS:
+        raise ConfigError(
+            f"--seeds must be at most {MAX_CELLS:,} (the most cells a grid may have), got {filters.seeds}"
+        )
+    if not (math.isfinite(filters.scale) and 0 < filters.scale <= MAX_SCALE):
+        raise ConfigError(f"--scale must be a finite number > 0 and at most {MAX_SCALE:g}, got {filters.scale}")
     if filters.max_tasks is not None and filters.max_tasks < 1:
         raise ConfigError(f"--max-tasks must be >= 1, got {filters.max_tasks}")
 
 
-def _expand_experiment(grid: str, where: str, spec: dict[str, Any], filters: Filters) -> list[Cell]:
-    tag = str(spec.get("tag", ""))
+def _expand_experiment(
+    grid: str, where: str, spec: dict[str, Any], filters: Filters, room: int = MAX_CELLS
+) -> list[Cell]:
+    tag = _tag(spec.get("tag"), where)
     training = parse_config(TrainingConfig, spec.get("training"), f"{where}, training")
     if filters.scale != 1.0 and training.probe_every:
         training = dataclasses.replace(training, probe_every=max(1, round(training.probe_every * filters.scale)))
@@ -264,7 +398,9 @@ def _expand_experiment(grid: str, where: str, spec: dict[str, Any], filters: Fil
     backbones = [
         parse_backbone(b, where) for b in _as_list(spec.get("backbones", spec.get("backbone")), where, "backbone")
     ]
-    seeds = list(range(filters.seeds)) if filters.seeds else _seeds(spec.get("seeds", 1), where)
+    seeds = _seeds(spec.get("seeds", 1), where)  # checked even when --seeds replaces them
+    if filters.seeds:
+        seeds = list(range(filters.seeds))
 
     methods = []
     for entry in _as_list(spec.get("methods"), where, "methods"):
@@ -300,6 +436,20 @@ def _expand_experiment(grid: str, where: str, spec: dict[str, Any], filters: Fil
         for backbone in backbones:
             _check_backbone(method_name, cls, backbone, where)
 
+    count = math.prod(
+        (
+            sum(not filters.methods or name in filters.methods for name, _, _ in methods),
+            sum(not filters.streams or name in filters.streams for name, _ in streams),
+            sum(not filters.scenarios or s.value in filters.scenarios for s in scenarios),
+            len(backbones),
+            len(seeds),
+        )
+    )
+    if count > room:
+        raise ConfigError(
+            f"{where}: the grid expands to more than {MAX_CELLS:,} cells, the most one grid may have (this experiment "
+            f"alone has {count:,}); split it into several grids, or narrow it with --methods, --streams or --seeds"
+        )
     cells = []
     for method_name, cls, method_config in methods:
         if filters.methods and method_name not in filters.methods:
@@ -381,6 +531,7 @@ def make_cell(
         raise ConfigError(f"{where}: {error}") from None
     if scenario_value not in method_cls.scenarios:
         raise ConfigError(f"{where}: method {method} does not support scenario {scenario_value}")
+    _seeds([seed], where)
     spec = parse_backbone(backbone, where)
     _check_backbone(method, method_cls, spec, where)
     _check_available(method, method_cls, where)

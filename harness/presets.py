@@ -18,6 +18,10 @@ class BackboneSpec:
     hidden: tuple[int, ...] = field(default=(1024, 1024), metadata={"min": 1})  # fc: widths of the hidden layers
     width: int = field(default=64, metadata={"min": 1})  # resnets: channels of the first stage (GEM's nf)
 
+    def __post_init__(self) -> None:
+        if self.name == "fc" and not self.hidden:
+            raise ValueError("hidden must list at least one width for an fc backbone (its last width feeds the head)")
+
     @property
     def kind(self) -> str:
         """The layer kinds it needs from a kit: ``fc`` (linear, activation) or ``conv`` (also conv2d, norm)."""

@@ -14,9 +14,11 @@ dies is retried.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,16 +28,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.backbones import is_small
+from harness.cache import CACHE_DIR_ENV, cache_dir, cache_dir_problem
 from harness.cells import Cell
 from harness.config import ConfigError
-from harness.presets import spec_from_dict
+from harness.presets import backbone_name, spec_from_dict
 from harness.runner import CellResult, WorkerSettings, failed_result, run_cell
 from results.store import ResultStore
 from scenarios import STREAMS
-from scenarios.datasets import prepare_dataset
+from scenarios.datasets import DataMissingError, prepare_dataset
 
 SMALL_MODEL_GPU_FRACTION = 0.25
 WORKER_RETRIES = 2  # a cell whose worker process dies is run again, at most this many times
+ADDRESS_TIMEOUT_S = 5.0  # how long the driver waits for a Ray cluster's port to answer before it says so
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,102 @@ def datasets_needed(cells: Sequence[Cell]) -> list[str]:
 def prepare_data(cells: Sequence[Cell], data_dir: str | None) -> None:
     """Find (or download) and decode every dataset the cells read; raises DataMissingError before any work."""
     for name in datasets_needed(cells):
-        prepare_dataset(name, Path(data_dir) if data_dir else None)
+        try:
+            prepare_dataset(name, Path(data_dir) if data_dir else None)
+        except DataMissingError:
+            raise
+        except OSError as error:  # the cache cannot be written (full, read-only, ...)
+            where = error.filename or cache_dir()
+            raise ConfigError(f"cannot prepare dataset {name}: {where}: {error.strerror or error}") from None
+
+
+def _ray_address(options: RunOptions) -> str | None:
+    return options.address or os.environ.get("RAY_ADDRESS") or None
+
+
+def check_ray_address(address: str) -> None:
+    """Refuse, within ADDRESS_TIMEOUT_S, an address where no Ray cluster can be: ray.init would retry for ever."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rstrip("/").rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--address {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=ADDRESS_TIMEOUT_S).close()
+    except OSError as error:
+        timed_out = isinstance(error, TimeoutError)
+        reason = f"no answer within {ADDRESS_TIMEOUT_S:g}s" if timed_out else (error.strerror or str(error))
+        raise ConfigError(
+            f"cannot reach a Ray cluster at --address {address!r} ({reason}); "
+            "start one there (ray start --head) or leave out --address (and $RAY_ADDRESS) for a local one"
+        ) from None
+
+
+def _memory_limit(device: str) -> tuple[int, str]:
+    """(bytes, what they are) a cell may use on this machine: the GPU's memory, else RAM (or the cgroup's limit)."""
+    if device == "cuda":
+        import torch
+
+        props = torch.cuda.get_device_properties(0)
+        return props.total_memory, f"GPU memory ({props.name})"
+    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        cgroup = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if cgroup.isdigit():
+            limit = min(limit, int(cgroup))
+    except OSError:
+        pass
+    return limit, "memory on this machine"
+
+
+def _check_memory(cells: Sequence[Cell], device: str) -> None:
+    from harness.estimate import TRAINING_COPIES, training_bytes
+
+    limit, what = _memory_limit(device)
+    seen = set()
+    for cell in cells:
+        shapes = json.dumps([cell.stream, cell.stream_config, cell.backbone], sort_keys=True)  # what decides the size
+        if shapes in seen:
+            continue
+        seen.add(shapes)
+        parameters, needed = training_bytes(cell)
+        if needed > limit:
+            name = backbone_name(spec_from_dict(cell.backbone))
+            raise ConfigError(
+                f"cell {cell.label()}: its {name} network has {parameters:,} parameters, at least "
+                f"{needed / 1e9:.1f} GB to train ({TRAINING_COPIES} float32 copies: weights, gradients, optimiser "
+                f"state), more than the {limit / 1e9:.1f} GB of {what}; choose a smaller backbone"
+            )
+
+
+def check_before_work(cells: Sequence[Cell], options: RunOptions) -> None:
+    """Every refusal that needs neither the output folder nor the data: made before either is touched.
+
+    What this machine decides (CPUs, CUDA, memory) is checked here for inline runs and a local Ray instance; an
+    existing cluster's resources are checked when the driver joins it (``_resources``), after it is reachable.
+    """
+    ResultStore(options.out).check_location()
+    if problem := cache_dir_problem():
+        raise ConfigError(f"{problem}; point ${CACHE_DIR_ENV} at a folder")
+    address = _ray_address(options) if options.executor == "ray" else None
+    if address is not None:
+        check_ray_address(address)
+        return
+    cpus = os.cpu_count() or 1
+    if options.cpus_per_cell > cpus:
+        raise ConfigError(
+            f"--cpus-per-cell {options.cpus_per_cell} is more than this machine's {cpus} CPUs (os.cpu_count())"
+        )
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if options.device == "cuda" and not cuda:
+        raise ConfigError(
+            "--device cuda asks for a GPU, but torch sees none on this machine (torch.cuda.is_available() is "
+            "False); use --device cpu or auto"
+        )
+    _check_memory(cells, "cuda" if options.device == "cuda" or (options.device == "auto" and cuda) else "cpu")
 
 
 class Progress:
@@ -126,6 +225,7 @@ def _record(store: ResultStore, summary: Summary, cell: Cell, result: CellResult
 
 def run_grid(cells: Sequence[Cell], options: RunOptions) -> Summary:
     """Run the cells not finished yet in ``options.out``; returns counts. Bad input raises before any work."""
+    check_before_work(cells, options)
     store = ResultStore(options.out)
     store.ensure_writable()
     with store.exclusive():
@@ -133,11 +233,15 @@ def run_grid(cells: Sequence[Cell], options: RunOptions) -> Summary:
         plan = [{"cell_id": c.cell_id, "label": c.label(), "grid": c.grid, "tags": list(c.tags)} for c in cells]
         store.write_plan(plan)
         summary = Summary(total=len(cells))
-        finished = store.finished(c.cell_id for c in cells)
+        finished, damaged = store.survey(c.cell_id for c in cells)
         summary.skipped = len(finished)
         todo = [c for c in cells if c.cell_id not in finished]
-        for path in store.unreadable():
-            options.progress(f"[harness] unreadable result file {path}: its cell will be run again")
+        for damage in damaged:
+            options.progress(f"[harness] unreadable result file {damage}: its cell will be run again")
+        for cell in cells:  # a cell another grid finished here carries this grid's tags too
+            recorded = set(str(finished.get(cell.cell_id, {}).get("tags") or "").split(","))
+            if cell.cell_id in finished and not set(cell.tags) <= recorded:
+                store.merge_tags(cell.cell_id, cell.tags)
         if options.executor == "inline":
             _run_inline(todo, options, store, summary)
         else:
@@ -179,7 +283,6 @@ def _start_ray(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS")
     common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address:
         try:
@@ -237,7 +340,7 @@ def _run_ray(cells: Sequence[Cell], options: RunOptions, store: ResultStore, sum
         return
     import ray
 
-    started_here = _start_ray(options.address)
+    started_here = _start_ray(_ray_address(options))
     previous_handler = None
     if signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, interrupt_on_sigterm):
         previous_handler = signal.signal(signal.SIGTERM, interrupt_on_sigterm)  # ray.init installed its own

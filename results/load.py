@@ -6,11 +6,12 @@ No torch here: a report can be built on any machine that can read Parquet.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
+
+from results.store import DamagedFile, read_cell, read_checksums, read_table_verified
 
 RUN_COLUMNS = {"cell_id", "method", "stream", "scenario", "status"}
 
@@ -24,17 +25,45 @@ class ReportError(ValueError):
 
 @dataclass
 class Tables:
-    runs: pd.DataFrame  # one row per cell with a readable runs file (ok or failed)
+    runs: pd.DataFrame  # one row per cell with a whole runs file (ok or failed), keyed by the cell_id inside it
     evals: pd.DataFrame  # the evals of the ok cells
-    unreadable: list[str]  # files that exist but do not read
+    unreadable: list[str]  # result files that exist but are not whole: the next run of their grid redoes their cells
     unfinished: pd.DataFrame  # planned cells with no runs file yet (running, queued, interrupted)
+    ignored: list[str] = field(default_factory=list)  # "path: why": files that are no cell's results (left alone)
 
 
-def _read(path: Path) -> pd.DataFrame | None:
+def _run_file(root: Path, path: Path, ignored: list[str]) -> pd.DataFrame | None:
+    """A runs file as one row, checked as the store checks it; None (and why, in ``ignored``) for a file that is
+    whole but no cell's own runs file: another table, or a copy of a cell's file under another name."""
+    sums = read_checksums(path.parent.parent, path.stem)
+    table = read_table_verified(path, None if sums is None else sums["runs"])
     try:
-        return pq.read_table(path).to_pandas()
-    except Exception:
+        frame = table.to_pandas()
+    except Exception as error:  # a damaged file (written before checksums) whose values do not convert
+        raise DamagedFile(path, f"does not convert to a table ({type(error).__name__})") from None
+    if not RUN_COLUMNS <= set(frame.columns):
+        missing = sorted(RUN_COLUMNS - set(frame.columns))
+        ignored.append(f"{path} is not a runs table of the harness (no column {missing[0]!r})")
         return None
+    if len(frame) != 1 or frame["cell_id"].iloc[0] != path.stem:
+        ids = ", ".join(sorted({str(c) for c in frame["cell_id"]}))[:100]
+        ignored.append(f"{path} holds cell {ids}, not cell {path.stem} (a copy under another name?); not counted")
+        return None
+    return frame
+
+
+def _planned(plans: list[Path], ignored: list[str]) -> list[dict]:
+    entries = []
+    for path in plans:
+        try:
+            plan = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(plan, list) or not all(isinstance(p, dict) and "cell_id" in p for p in plan):
+                raise ValueError("not a list of planned cells")
+        except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            ignored.append(f"{path} does not read as a plan, a JSON list of cells ({type(error).__name__}); skipped")
+            continue
+        entries += plan
+    return entries
 
 
 def load_tables(root: Path) -> Tables:
@@ -48,27 +77,33 @@ def load_tables(root: Path) -> Tables:
         raise ReportError(
             f"{root} holds no results: expected runs/<cell>.parquet and evals/<cell>.parquet as `harness run` writes"
         )
-    runs, unreadable = [], []
+    runs, unreadable, ignored = [], [], []
     for path in files:
-        table = _read(path)
-        if table is None:
+        try:
+            table = _run_file(root, path, ignored)
+        except DamagedFile:
             unreadable.append(str(path))
-        elif not RUN_COLUMNS <= set(table.columns):
-            missing = sorted(RUN_COLUMNS - set(table.columns))
-            raise ReportError(f"{path} is not a runs table of the harness (no column {missing[0]!r})")
-        else:
+            continue
+        if table is not None:
             runs.append(table)
+    if ignored and not runs and not unreadable and not plans:
+        raise ReportError(f"{root} holds no results of the harness: {ignored[0]}")
     run_table = pd.concat(runs, ignore_index=True) if runs else pd.DataFrame(columns=sorted(RUN_COLUMNS))
     evals = []
     for cell_id in run_table.loc[run_table["status"] == "ok", "cell_id"]:
-        path = root / "evals" / f"{cell_id}.parquet"
-        table = _read(path)
-        if table is None:
-            unreadable.append(str(path))
+        try:
+            _, table = read_cell(root, cell_id)
+        except DamagedFile as damage:
+            unreadable.append(str(damage.path))
             run_table = run_table[run_table["cell_id"] != cell_id]
         else:
-            evals.append(table)
-    planned = [entry for path in plans for entry in json.loads(path.read_text())]
+            try:
+                evals.append(table.to_pandas())
+            except Exception:  # a damaged file (written before checksums) whose values do not convert
+                unreadable.append(str(root / "evals" / f"{cell_id}.parquet"))
+                run_table = run_table[run_table["cell_id"] != cell_id]
+    planned = _planned(plans, ignored)
     finished = set(run_table["cell_id"])
     unfinished = pd.DataFrame([p for p in planned if p["cell_id"] not in finished]).drop_duplicates("cell_id")
-    return Tables(run_table, pd.concat(evals, ignore_index=True) if evals else pd.DataFrame(), unreadable, unfinished)
+    evals_table = pd.concat(evals, ignore_index=True) if evals else pd.DataFrame()
+    return Tables(run_table, evals_table, unreadable, unfinished, ignored)

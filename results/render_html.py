@@ -62,6 +62,10 @@ def _problems_html(tables: Tables) -> list[str]:
         parts.append("<h2>Unreadable result files</h2><ul>")
         parts += [f"<li>{e(path)}</li>" for path in tables.unreadable]
         parts.append("</ul>")
+    if tables.ignored:
+        parts.append("<h2>Files skipped</h2><ul>")
+        parts += [f"<li>{e(why)}</li>" for why in tables.ignored]
+        parts.append("</ul>")
     parts.append("</section>")
     return parts
 

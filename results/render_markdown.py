@@ -37,8 +37,11 @@ def _problem_lines(tables: Tables) -> list[str]:
         lines += ["None.", ""]
     lines += [f"- `{cell.cell_id}` {md_escape(cell.label)}" for cell in unfinished]
     if tables.unreadable:
-        lines += ["", "## Unreadable result files (their cells are redone by the next `harness run`)", ""]
+        lines += ["", "## Unreadable result files (the next `harness run` of their grid here redoes their cells)", ""]
         lines += [f"- {md_escape(path)}" for path in tables.unreadable]
+    if tables.ignored:
+        lines += ["", "## Files skipped (no cell's results: left as they are)", ""]
+        lines += [f"- {md_escape(why)}" for why in tables.ignored]
     return lines + [""]
 
 

@@ -61,18 +61,28 @@ class ReportPaths:
 
 def write_report(root: Path, out: Path | None = None) -> ReportPaths:
     """Build ``leaderboard.md``, ``leaderboard.html`` and ``leaderboard_files/*.png`` in ``out`` (default: root)."""
-    tables = load_tables(root)
     out = Path(out or root)
+    if out.exists() and not out.is_dir():
+        raise ReportError(
+            f"report folder {out} is a file, not a folder; give --out a folder (it is created if missing)"
+        )
+    tables = load_tables(root)
     images = out / "leaderboard_files"
-    images.mkdir(parents=True, exist_ok=True)
-    for stale in images.glob("*.png"):
-        stale.unlink()
-    sections = build_sections(cell_metrics(tables))
-    for index, section in enumerate(sections):
-        plot_section(section, images, f"s{index}")
-    title = f"Leaderboard: {Path(root).resolve().name}"
-    markdown = out / "leaderboard.md"
-    page = out / "leaderboard.html"
-    write_text_atomic(markdown, render_markdown(sections, tables, images.name, title))
-    write_text_atomic(page, render_html(sections, tables, images.name, title))
+    try:
+        images.mkdir(parents=True, exist_ok=True)
+        for stale in images.glob("*.png"):
+            stale.unlink()
+        sections = build_sections(cell_metrics(tables))
+        for index, section in enumerate(sections):
+            plot_section(section, images, f"s{index}")
+        title = f"Leaderboard: {Path(root).resolve().name}"
+        markdown = out / "leaderboard.md"
+        page = out / "leaderboard.html"
+        write_text_atomic(markdown, render_markdown(sections, tables, images.name, title))
+        write_text_atomic(page, render_html(sections, tables, images.name, title))
+    except OSError as error:  # read-only, full, a file in the way
+        where = error.filename or out
+        raise ReportError(
+            f"cannot write the report into {out}: {where}: {error.strerror or error}; give --out a folder you can write"
+        ) from None
     return ReportPaths(markdown, page, sorted(images.glob("*.png")))

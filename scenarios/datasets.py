@@ -208,12 +208,28 @@ def cached_arrays(name: str, stamp: dict[str, list], extract: Callable[[Path], N
     its source files still matches. Safe to call from many processes: every file is replaced atomically."""
     target = cache_dir() / "arrays" / name
     stamp_path = target / "source.json"
-    if stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
-        return target
+
+    # The stamp records the sources and the size and md5 of every array written: a truncated or damaged array (a
+    # disk that filled, a stray write) is extracted again, never trusted for ever.
+    try:
+        recorded = json.loads(stamp_path.read_text())
+        outputs = recorded["outputs"]
+        if (
+            recorded["source"] == stamp
+            and outputs
+            and all(
+                (target / file).stat().st_size == size and md5(target / file) == digest
+                for file, (size, digest) in outputs.items()
+            )
+        ):
+            return target
+    except (OSError, ValueError, KeyError, TypeError):  # missing, unreadable or older stamp: extract again
+        pass
     extract(target)
+    outputs = {p.name: [p.stat().st_size, md5(p)] for p in sorted(target.glob("*.npy"))}
     fd, tmp = tempfile.mkstemp(dir=target, prefix=".source.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump(stamp, f)
+        json.dump({"source": stamp, "outputs": outputs}, f)
     os.replace(tmp, stamp_path)
     return target
 

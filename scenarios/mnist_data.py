@@ -2,7 +2,8 @@
 
 Folders use torchvision's layout: ``<root>/MNIST/raw/train-images-idx3-ubyte.gz`` (and the same under
 ``FashionMNIST``), or the extracted files torchvision leaves beside the ``.gz`` ones. A ``.gz`` file must match
-torchvision's md5; an extracted one is read as it is.
+torchvision's md5; an extracted one of torchvision's size must match the md5 of torchvision's file decompressed
+(a small extracted file is a fake in the real format, as the tests write).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
+import hashlib
 import os
 from pathlib import Path
 
@@ -101,6 +103,34 @@ def _source_stamp(raw_dir: Path, name: str) -> dict[str, list]:
     return file_stamp(paths)  # type: ignore[arg-type]
 
 
+# The md5 and size of each of torchvision's files decompressed (``gzip -dc FILE | md5sum``, from .gz files whose
+# md5s match torchvision's): torchvision publishes the .gz md5s only, and leaves the extracted files beside them.
+IDX_RAW_MD5: dict[str, dict[str, str]] = {
+    "MNIST": {
+        "train_images": "6bbc9ace898e44ae57da46a324031adb",
+        "train_labels": "a25bea736e30d166cdddb491f175f624",
+        "test_images": "2646ac647ad5339dbf082846283269ea",
+        "test_labels": "27ae3e4e09519cfbb04c329615203637",
+    },
+    "FashionMNIST": {
+        "train_images": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train_labels": "9018921c3c673c538a1fc5bad174d6f9",
+        "test_images": "8181f5470baa50b63fa0f6fddb340f0a",
+        "test_labels": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+}
+IDX_RAW_BYTES = {"train_images": 47_040_016, "train_labels": 60_008, "test_images": 7_840_016, "test_labels": 10_008}
+
+
+def _check_extracted(path: Path, data: bytes, name: str, part: str) -> None:
+    """Refuse an extracted file of torchvision's size that is not torchvision's file (e.g. all zeros)."""
+    if len(data) != IDX_RAW_BYTES[part]:
+        return
+    actual, expected = hashlib.md5(data).hexdigest(), IDX_RAW_MD5[name][part]
+    if actual != expected:
+        raise DataCorruptError(f"{path} has md5 {actual}, torchvision's {name} file decompressed has {expected}")
+
+
 def _extract(raw_dir: Path, name: str, target: Path) -> None:
     for part, (gz, md5) in IDX_FILES[name].items():
         path = _raw_file(raw_dir, gz)
@@ -110,7 +140,11 @@ def _extract(raw_dir: Path, name: str, target: Path) -> None:
             data = gzip.decompress(path.read_bytes())
         else:
             data = path.read_bytes()
-        array = read_idx(data)
+            _check_extracted(path, data, name, part)
+        try:
+            array = read_idx(data)
+        except DataCorruptError as error:
+            raise DataCorruptError(f"{path}: {error}") from None
         atomic_save(array.astype(np.int64) if part.endswith("labels") else array, target / f"{part}.npy")
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
-from harness.cli import EXIT_BAD_INPUT, main
-from harness.grid import grid_names
+import harness.scheduler as scheduler
+from harness.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from harness.grid import MAX_CELLS, grid_names
+from results.store import ResultStore
 
 GOOD_EXPERIMENT = """
   - tag: t
@@ -33,6 +37,15 @@ def error_of(args: list[str], capsys: pytest.CaptureFixture[str], out: Path) -> 
     return err
 
 
+def refused_before_work(args: list[str], capsys: pytest.CaptureFixture[str], out: Path, within: float = 10) -> str:
+    """One line, exit status 2, within ``within`` seconds, and no output folder made."""
+    started = time.monotonic()
+    err = error_of(args, capsys, out)
+    assert time.monotonic() - started < within, f"took {time.monotonic() - started:.1f}s: {err}"
+    assert not out.exists(), "the output folder was made before the input was checked"
+    return err
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -41,7 +54,9 @@ def error_of(args: list[str], capsys: pytest.CaptureFixture[str], out: Path) -> 
         (["--grid", "smoke", "--streams", "permuted_mnits"], "(did you mean: permuted_mnist"),
         (["--grid", "smoke", "--scenarios", "GNS"], "unknown scenario 'GNS' (did you mean: GNs"),
         (["--grid", "smoke", "--seeds", "0"], "--seeds must be >= 1, got 0"),
-        (["--grid", "smoke", "--scale", "0"], "--scale must be > 0, got 0.0"),
+        (["--grid", "smoke", "--scale", "0"], "--scale must be a finite number > 0 and at most 1000, got 0.0"),
+        (["--grid", "smoke", "--scale", "inf"], "--scale must be a finite number > 0 and at most 1000, got inf"),
+        (["--grid", "smoke", "--seeds", str(MAX_CELLS + 1)], f"--seeds must be at most {MAX_CELLS:,}"),
         (["--grid", "smoke", "--cpus-per-cell", "0"], "--cpus-per-cell must be >= 1"),
         (["--grid", "does/not/exist.yaml"], "grid file does/not/exist.yaml does not exist"),
     ],
@@ -83,15 +98,191 @@ BAD_GRIDS = {
     "unknown experiment key": (GOOD_EXPERIMENT + "    sceanrios: [GG]\n", "unknown key 'sceanrios'"),
     "unknown backbone": (GOOD_EXPERIMENT.replace("{name: fc, hidden: [8]}", "lenet"), "unknown backbone 'lenet'"),
     "bad seeds": (GOOD_EXPERIMENT + "    seeds: -1\n", "seeds must be a count >= 1"),
+    # issue 14: bad input that used to pass validation and fail every cell, or a traceback
+    "negative seed": (GOOD_EXPERIMENT + "    seeds: [-1]\n", "seed -1 is not"),
+    "seed beyond int64": (
+        GOOD_EXPERIMENT + f"    seeds: [{10**23}]\n",
+        f"between 0 and 2**63 - 1; seed {10**23} is not",
+    ),
+    "too many seeds": (
+        GOOD_EXPERIMENT + f"    seeds: {MAX_CELLS + 1}\n",
+        f"seeds must be a count >= 1 (at most {MAX_CELLS:,})",
+    ),
+    "lr nan": (GOOD_EXPERIMENT + "    training: {lr: .nan}\n", "training: lr must be a finite number, got nan"),
+    "lr inf": (GOOD_EXPERIMENT + "    training: {lr: .inf}\n", "training: lr must be a finite number, got inf"),
+    "lr 'nan'": (GOOD_EXPERIMENT + '    training: {lr: "nan"}\n', "training: lr must be a finite number, got 'nan'"),
+    "method float inf": (
+        GOOD_EXPERIMENT.replace("[standard]", "[{name: ewc, ewc_lambda: .inf}]"),
+        "method ewc: ewc_lambda must be a finite number, got inf",
+    ),
+    "huge integer setting": (
+        GOOD_EXPERIMENT.replace("steps_per_task: 3", f"steps_per_task: {10**20}"),
+        "steps_per_task must fit in 64 bits",
+    ),
+    "empty hidden": (
+        GOOD_EXPERIMENT.replace("{name: fc, hidden: [8]}", "{name: fc, hidden: []}"),
+        "backbone: hidden must list at least one width for an fc backbone",
+    ),
+    "training not a mapping": (
+        GOOD_EXPERIMENT + "    training: fast\n",
+        "training: expected a mapping of settings (name: value, ...), got 'fast'",
+    ),
+    "method settings not a mapping": (
+        "name: bad\ndefaults: {training: [1, 2]}\nexperiments:" + GOOD_EXPERIMENT,
+        "training: expected a mapping of settings (name: value, ...), got [1, 2]",
+    ),
+    "comma in a tag": (
+        GOOD_EXPERIMENT.replace("tag: t", 'tag: "fig2,fig3"'),
+        "tag 'fig2,fig3' may not contain a comma",
+    ),
+    "tag not a string": (GOOD_EXPERIMENT.replace("tag: t", "tag: [a, b]"), "tag must be a string, got ['a', 'b']"),
+    "typo'd top-level key": (
+        "name: bad\nexperimnts:" + GOOD_EXPERIMENT,
+        "unknown top-level key 'experimnts' (did you mean: experiments?); accepted: name, description",
+    ),
+    "name up the tree": ("name: ../../x\nexperiments:" + GOOD_EXPERIMENT, "name '../../x' must be a plain name"),
+    "absolute name": ("name: /abs\nexperiments:" + GOOD_EXPERIMENT, "name '/abs' must be a plain name"),
+    "name ..": ("name: ..\nexperiments:" + GOOD_EXPERIMENT, "name '..' must be a plain name"),
+    "name with a space": ("name: my grid\nexperiments:" + GOOD_EXPERIMENT, "name 'my grid' must be a plain name"),
+    "too many cells": (
+        GOOD_EXPERIMENT.replace("[GG]", "[GG, GNs]") + f"    seeds: {MAX_CELLS}\n",
+        f"the grid expands to more than {MAX_CELLS:,} cells, the most one grid may have (this experiment alone has "
+        f"{2 * MAX_CELLS:,})",
+    ),
+    "recursive alias": (
+        "name: bad\ndescription: &d [1, *d]\nexperiments:" + GOOD_EXPERIMENT,
+        "the alias *d refers to a value that contains it",
+    ),
 }
+
+LAUGHS = "".join(f"  - &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 9))
+ALIAS_BOMB = "description:\n  - &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + LAUGHS
+for place, text in {
+    "seeds": "name: bomb\n" + ALIAS_BOMB + "experiments:" + GOOD_EXPERIMENT + "    seeds: *l8\n",
+    "tag": "name: bomb\n" + ALIAS_BOMB + "experiments:" + GOOD_EXPERIMENT.replace("tag: t", "tag: *l8"),
+    "name": ALIAS_BOMB + "name: *l8\nexperiments:" + GOOD_EXPERIMENT,
+}.items():
+    BAD_GRIDS[f"alias bomb as {place}"] = (text, "holds more than 250,000 values once its YAML aliases are expanded")
 
 
 @pytest.mark.parametrize("case", list(BAD_GRIDS))
 def test_bad_grid_file(case: str, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     text, expected = BAD_GRIDS[case]
-    if not text.lstrip().startswith(("name", "experiments")):
+    if not text.lstrip().startswith(("name", "experiments", "description")):
         text = "name: bad\nexperiments:" + text
-    assert expected in error_of(["run", "--grid", grid_file(tmp_path, text)], capsys, tmp_path / "out")
+    assert expected in refused_before_work(["run", "--grid", grid_file(tmp_path, text)], capsys, tmp_path / "out")
+
+
+def test_seeds_on_the_command_line_still_check_the_grids_own(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    grid = grid_file(tmp_path, "name: bad\nexperiments:" + GOOD_EXPERIMENT + "    seeds: [-1]\n")
+    assert "seed -1 is not" in refused_before_work(["run", "--grid", grid, "--seeds", "2"], capsys, tmp_path / "out")
+
+
+def test_a_huge_grid_file_is_refused_at_once(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"  # 50 MB, a generated grid of 300k experiments
+    path.write_text("name: huge\nexperiments:" + GOOD_EXPERIMENT * (50_000_000 // len(GOOD_EXPERIMENT)))
+    err = refused_before_work(["run", "--grid", str(path)], capsys, tmp_path / "out", within=2)
+    assert f"grid file {path} is larger than 1,000,000 bytes, the most a grid file may be" in err
+
+
+def test_a_grid_file_that_is_not_utf8_is_named(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(("name: caf\xe9\nexperiments:" + GOOD_EXPERIMENT).encode("latin-1"))
+    err = refused_before_work(["run", "--grid", str(path)], capsys, tmp_path / "out")
+    assert f"grid file {path} is not UTF-8 text (byte 0xe9 at offset 9); save it as UTF-8" in err
+
+
+def test_a_folder_given_as_grid_is_called_a_folder(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    folder = tmp_path / "grids"
+    folder.mkdir()
+    err = refused_before_work(["run", "--grid", str(folder)], capsys, tmp_path / "out")
+    assert f"grid file {folder} is a folder, not a YAML file" in err
+
+
+@pytest.mark.parametrize("where", ["root", "home"])
+def test_the_filesystem_root_or_home_is_refused_as_output_folder(
+    where: str, capsys: pytest.CaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    out = Path("/") if where == "root" else tmp_path / "home"
+    monkeypatch.setattr(ResultStore, "ensure_writable", lambda self: pytest.fail(f"would have written into {out}"))
+    code = main(["run", "--grid", grid_file(tmp_path, "experiments:" + GOOD_EXPERIMENT), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_BAD_INPUT and len(err.splitlines()) == 1, err
+    what = "the root of the filesystem" if where == "root" else "your home folder"
+    assert f"output folder {out} is {what}; give a folder of its own" in err
+
+
+def test_a_ray_address_where_nothing_listens_fails_in_seconds(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    grid = grid_file(tmp_path, "experiments:" + GOOD_EXPERIMENT.replace("synthetic", "permuted_mnist"))
+    args = ["run", "--grid", grid, "--out", str(tmp_path / "out"), "--address", "127.0.0.1:1", "--data-dir", "/x"]
+    started = time.monotonic()
+    assert main(args) == EXIT_BAD_INPUT  # the Ray executor (the default): inline would not use the address
+    err = capsys.readouterr().err.strip()
+    assert time.monotonic() - started < 10 and len(err.splitlines()) == 1, err
+    assert "cannot reach a Ray cluster at --address '127.0.0.1:1' (Connection refused); start one there" in err
+    assert not (tmp_path / "out").exists(), "the output folder was made (and data prepared) first"
+    assert main([*args[:-4], "--address", "head-without-port"]) == EXIT_BAD_INPUT
+    assert "is not HOST:PORT, ray://HOST:PORT or auto" in capsys.readouterr().err
+
+
+def test_cuda_on_a_machine_without_it_is_refused_up_front(
+    capsys: pytest.CaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    grid = grid_file(tmp_path, "experiments:" + GOOD_EXPERIMENT)
+    err = refused_before_work(["run", "--grid", grid, "--device", "cuda"], capsys, tmp_path / "out")
+    assert "--device cuda asks for a GPU, but torch sees none on this machine" in err
+
+
+def test_more_cpus_per_cell_than_the_machine_has_is_refused(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    grid = grid_file(tmp_path, "experiments:" + GOOD_EXPERIMENT)
+    err = refused_before_work(["run", "--grid", grid, "--cpus-per-cell", "999"], capsys, tmp_path / "out")
+    assert f"--cpus-per-cell 999 is more than this machine's {os.cpu_count()} CPUs (os.cpu_count())" in err
+
+
+def test_a_network_too_big_for_memory_is_refused_before_work(
+    capsys: pytest.CaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scheduler, "_memory_limit", lambda device: (64 * 10**9, "memory on this machine"))
+    grid = grid_file(tmp_path, "experiments:" + GOOD_EXPERIMENT.replace("hidden: [8]", "hidden: [100000, 100000]"))
+    err = refused_before_work(["run", "--grid", grid], capsys, tmp_path / "out")
+    assert "its fc_100000_100000 network has 10,007,600,010 parameters, at least 160.1 GB to train (4 float32" in err
+    assert "more than the 64.0 GB of memory on this machine; choose a smaller backbone" in err
+
+
+def test_a_cache_folder_that_is_a_file_is_refused(
+    capsys: pytest.CaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    err = refused_before_work(
+        ["run", "--grid", grid_file(tmp_path, "experiments:" + GOOD_EXPERIMENT)], capsys, tmp_path / "out"
+    )
+    assert (
+        f"the cache folder {tmp_path / 'cache'} ($HARNESS_CACHE_DIR, default ~/.cache/continual-harness) is a file"
+        in err
+    )
+
+
+def test_a_lock_that_is_a_folder_is_one_line(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    (tmp_path / "out" / ".lock").mkdir(parents=True)
+    err = error_of(["run", "--grid", grid_file(tmp_path, "experiments:" + GOOD_EXPERIMENT)], capsys, tmp_path / "out")
+    assert f"cannot lock the output folder: {tmp_path / 'out' / '.lock'} is a folder" in err
+
+
+def test_a_reader_that_stops_reading_ends_the_listing_quietly(capsys: pytest.CaptureFixture, monkeypatch) -> None:  # noqa: ANN001
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # `harness list grids | head -1`: the reader is gone before the listing is written
+    with open(write, "w") as pipe:
+        monkeypatch.setattr(sys, "stdout", pipe)
+        assert main(["list", "grids"]) == EXIT_OK
+        monkeypatch.undo()
+    assert capsys.readouterr().err == ""
 
 
 def test_missing_data_names_the_files_and_the_folder(
@@ -182,3 +373,16 @@ def test_a_method_without_conv_layers_is_refused_a_conv_backbone(capsys: pytest.
 def test_every_shipped_grid_validates(name: str, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     assert main(["run", "--grid", name, "--dry-run", "--out", str(tmp_path / "out")]) == 0
     assert " device-hours on " in capsys.readouterr().out
+
+
+def test_a_grid_file_is_parsed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.grid as grid
+
+    parsed: list[Path] = []
+    real = grid._parse_yaml
+    monkeypatch.setattr(grid, "_parse_yaml", lambda text, path: parsed.append(path) or real(text, path))
+    grid.expand_grid(grid_file(tmp_path, "experiments:" + GOOD_EXPERIMENT))
+    assert parsed == [tmp_path / "grid.yaml"]
+    parsed.clear()
+    grid.expand_grid("paper")  # and each grid it includes once
+    assert len(parsed) == len(set(parsed)) == 1 + len(grid.load_grid_file(grid.locate_grid("paper"))["include"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import gzip
+import re
 import shutil
 import subprocess
 import sys
@@ -216,3 +217,73 @@ def test_an_svhn_file_with_the_real_count_must_have_torchvisions_md5(tmp_path: P
     monkeypatch.setitem(svhn.FILES, "test", (file, md5, 30))  # as if the fake's 30 images were the real count
     with pytest.raises(DataCorruptError, match=f"test_32x32.mat has md5 .*, torchvision's SVHN file has {md5}"):
         prepare_dataset("SVHN", tmp_path)
+
+
+# ---- issue 14: every file checked, a damaged cache rebuilt --------------------------------------------------------
+
+
+def mnist_with(source: Path, root: Path, extracted: dict[str, bytes]) -> Path:
+    """A MNIST folder with torchvision's .gz files, but the parts in ``extracted`` as extracted (uncompressed)
+    files instead, as torchvision leaves them beside the .gz files."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for part, (gz, _) in IDX_FILES["MNIST"].items():
+        if part in extracted:
+            (raw / gz.removesuffix(".gz")).write_bytes(extracted[part])
+        else:
+            (raw / gz).symlink_to(source / "MNIST" / "raw" / gz)
+    return raw
+
+
+def test_a_right_sized_extracted_file_of_zeros_is_refused(data_dir: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    zeros = idx_bytes(np.zeros((60000, 28, 28), dtype=np.uint8))  # the header is right, the images are not
+    raw = mnist_with(data_dir, tmp_path / "data", {"train_images": zeros})
+    with pytest.raises(DataCorruptError) as error:
+        prepare_idx_dataset("MNIST", tmp_path / "data")
+    expected = "has md5 .*, torchvision's MNIST file decompressed has 6bbc9ace898e44ae57da46a324031adb"
+    assert str(error.value).startswith(str(raw / "train-images-idx3-ubyte")) and re.search(expected, str(error.value))
+
+
+def test_an_extracted_file_that_is_torchvisions_is_read(data_dir: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    labels = gzip.decompress((data_dir / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    mnist_with(data_dir, tmp_path / "data", {"test_labels": labels})
+    folder = prepare_idx_dataset("MNIST", tmp_path / "data")
+    assert np.bincount(np.load(folder / "test_labels.npy")).tolist()[:2] == [980, 1135]
+
+
+def test_a_truncated_extracted_file_is_named(data_dir: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    images = gzip.decompress((data_dir / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").read_bytes())
+    raw = mnist_with(data_dir, tmp_path / "data", {"train_images": images[:1000]})
+    message = f"{raw / 'train-images-idx3-ubyte'}: IDX file has 1000 bytes, its header says 47040016"
+    with pytest.raises(DataCorruptError, match=re.escape(message)):
+        prepare_idx_dataset("MNIST", tmp_path / "data")
+
+
+def test_a_truncated_or_damaged_cached_array_is_extracted_again(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    array = np.arange(1000, dtype=np.int64)
+    extractions = []
+
+    def extract(target: Path) -> None:
+        extractions.append(target)
+        datasets.atomic_save(array, target / "labels.npy")
+
+    stamp = {"labels": ["/source/file", 1, 2]}
+    folder = datasets.cached_arrays("Tiny", stamp, extract)
+    assert datasets.cached_arrays("Tiny", stamp, extract) == folder and len(extractions) == 1  # whole: reused
+    path = folder / "labels.npy"
+    path.write_bytes(path.read_bytes()[:-100])  # truncated (a disk that filled)
+    datasets.cached_arrays("Tiny", stamp, extract)
+    np.testing.assert_array_equal(np.load(path), array)
+    damaged = bytearray(path.read_bytes())
+    damaged[-3] ^= 0x10  # same size, one value wrong: np.load would not notice
+    path.write_bytes(bytes(damaged))
+    datasets.cached_arrays("Tiny", stamp, extract)
+    np.testing.assert_array_equal(np.load(path), array)
+    assert len(extractions) == 3
+    (folder / "source.json").write_text("{not json")
+    datasets.cached_arrays("Tiny", stamp, extract)
+    assert len(extractions) == 4

@@ -26,7 +26,16 @@ from harness.presets import PRESETS
 from harness.scheduler import RunOptions, run_grid
 from results.columns import COLUMNS, CellData, ColumnSpec, byte_size, columns, count, percent, register_column
 from results.metrics import accuracy_matrix, final_row
-from results.report import ReportError, backbone_label, bootstrap_interval, load_tables, write_report
+from results.report import (
+    ReportError,
+    backbone_label,
+    bootstrap_interval,
+    build_sections,
+    cell_metrics,
+    load_tables,
+    render_markdown,
+    write_report,
+)
 from results.schema import EVALS, RUNS
 from results.text import headings, stats_text
 
@@ -224,7 +233,7 @@ def test_names_with_shell_and_html_metacharacters_pass_through_run_and_report_in
     grid = tmp_path / "odd.yaml"
     grid.write_text(
         f"""
-name: "odd $(touch pwned-name); <script>alert(1)</script>"
+name: odd
 experiments:
   - tag: {json.dumps(tag)}
     methods: [standard]
@@ -235,6 +244,9 @@ experiments:
     )
     out = tmp_path / "out; touch pwned-out"
     monkeypatch.chdir(tmp_path)
+    hostile = grid.read_text().replace("name: odd", 'name: "odd $(touch pwned-name); <script>alert(1)</script>"')
+    (tmp_path / "hostile.yaml").write_text(hostile)  # a grid's name is a folder name: plain, or refused
+    assert main(["run", "--grid", str(tmp_path / "hostile.yaml"), "--out", str(out), "--executor", "inline"]) == 2
     assert main(["run", "--grid", str(grid), "--out", str(out), "--executor", "inline"]) == 0
     assert main(["report", str(out)]) == 0
     assert not list(tmp_path.glob("pwned*")), "a metacharacter was executed"
@@ -317,3 +329,61 @@ def test_a_backbone_that_is_no_preset_gets_a_short_description() -> None:
 def test_the_report_imports_no_torch() -> None:
     code = "import sys, results.report; assert 'torch' not in sys.modules, 'results imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+# ---- issue 14: one line for what cannot be written, and files that are no cell's listed, not fatal --------------
+
+
+def report_error(args: list[str], capsys: pytest.CaptureFixture) -> str:
+    assert main(["report", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("harness: error: "), err
+    return err
+
+
+def test_a_report_out_that_is_a_file_is_one_line(runs_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "a-file").write_text("x")
+    err = report_error([str(runs_dir), "--out", str(tmp_path / "a-file")], capsys)
+    assert f"report folder {tmp_path / 'a-file'} is a file, not a folder" in err
+
+
+def test_a_read_only_report_folder_is_one_line(
+    runs_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    out = tmp_path / "read-only"
+    out.mkdir()
+    out.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anyway: the file system's answer to anyone else, simulated
+        real_mkdir = Path.mkdir
+
+        def refuse(self: Path, *args: object, **kwargs: object) -> None:
+            if out in self.parents:
+                raise PermissionError(errno.EACCES, "Permission denied", str(self))
+            real_mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", refuse)
+    try:
+        err = report_error([str(runs_dir), "--out", str(out)], capsys)
+    finally:
+        out.chmod(0o755)
+    assert f"cannot write the report into {out}: " in err and "Permission denied; give --out a folder you can" in err
+
+
+def test_files_that_are_no_cells_results_are_listed_and_the_report_goes_on(runs_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(runs_dir, copy)
+    cell_id = cells("ewc", 1, "second")[0].cell_id
+    shutil.copy(copy / "runs" / f"{cell_id}.parquet", copy / "runs" / "ewc-copy.parquet")  # copied under a new name
+    pd.DataFrame({"x": [1]}).to_parquet(copy / "runs" / "foreign.parquet")  # another schema
+    (copy / "plans" / "broken.json").write_text('[{"cell_id": ')  # a plan cut short
+    tables = load_tables(copy)
+    assert len(tables.runs) == len(load_tables(runs_dir).runs) and tables.runs.cell_id.is_unique  # counted once
+    assert any("ewc-copy.parquet holds cell " + cell_id in line for line in tables.ignored), tables.ignored
+    assert any("foreign.parquet is not a runs table of the harness" in line for line in tables.ignored)
+    assert any("broken.json does not read as a plan" in line for line in tables.ignored)
+    markdown = render_markdown(build_sections(cell_metrics(tables)), tables, "images", "copy")
+    assert "## Files skipped" in markdown and "ewc-copy.parquet" in markdown
+    seeds = {row[0]: row[4] for row in table_rows(markdown, "synthetic · GG")}
+    assert seeds["ewc"] == "1"  # not two seeds from one

@@ -45,19 +45,39 @@ def test_small_backbones_share_a_gpu_and_large_ones_get_a_whole_one(monkeypatch:
     assert [resources[c.cell_id]["num_gpus"] for c in cells] == [scheduler.SMALL_MODEL_GPU_FRACTION, 1.0]
 
 
-def test_asking_for_gpus_the_cluster_lacks_is_an_error_not_a_hang(tmp_path: Path) -> None:
+def test_asking_for_gpus_the_machine_or_cluster_lacks_is_an_error_not_a_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
     path = tmp_path / "grid.yaml"
     path.write_text(GRID)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for executor in ("ray", "inline"):  # a local run is refused before Ray starts or the output folder exists
+        with pytest.raises(ConfigError, match="--device cuda asks for a GPU, but torch sees none on this machine"):
+            run_grid(expand_grid(str(path)), RunOptions(out=tmp_path / "out", executor=executor, device="cuda"))
+        assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(scheduler, "_largest_node", lambda resource: {"GPU": 0.0, "CPU": 4.0}[resource])
     with pytest.raises(ConfigError, match="--device cuda asks for GPUs, but the Ray cluster has none"):
-        run_grid(expand_grid(str(path)), RunOptions(out=tmp_path / "out", executor="ray", device="cuda"))
-    assert not list((tmp_path / "out" / "runs").glob("*.parquet"))
+        scheduler._resources(expand_grid(str(path)), RunOptions(out=Path("unused"), device="cuda"))
 
 
-def test_more_cpus_per_cell_than_any_node_has_is_an_error(tmp_path: Path) -> None:
+def test_more_cpus_per_cell_than_the_machine_or_any_node_has_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
     path = tmp_path / "grid.yaml"
     path.write_text(GRID)
+    for executor in ("ray", "inline"):
+        with pytest.raises(
+            ConfigError, match=rf"--cpus-per-cell 512 is more than this machine's {os.cpu_count()} CPUs"
+        ):
+            run_grid(expand_grid(str(path)), RunOptions(out=tmp_path / "out", executor=executor, cpus_per_cell=512))
+        assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(scheduler, "_largest_node", lambda resource: {"GPU": 0.0, "CPU": 4.0}[resource])
     with pytest.raises(ConfigError, match="--cpus-per-cell 512 is more than any Ray node has"):
-        run_grid(expand_grid(str(path)), RunOptions(out=tmp_path / "out", executor="ray", cpus_per_cell=512))
+        scheduler._resources(expand_grid(str(path)), RunOptions(out=Path("unused"), cpus_per_cell=512))
 
 
 def test_sigterm_stops_a_ray_run_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:

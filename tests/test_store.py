@@ -13,10 +13,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from harness.grid import expand_grid
+from harness.grid import Filters, expand_grid
 from harness.scheduler import RunOptions, run_grid
+from results.report import load_tables
 from results.schema import SCHEMA_VERSION
-from results.store import OutputError, ResultStore
+from results.store import CHECKSUMS, OutputError, ResultStore
 
 TINY_GRID = """
 name: tiny
@@ -102,8 +103,16 @@ def driver_command(grid: str, out: Path) -> list[str]:
     return [sys.executable, "-m", "harness.cli", "run", "--grid", grid, "--out", str(out), "--executor", "inline"]
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C as a terminal gives it, even where the tests run in the background (``nohup ... &``,
+    which starts every child with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_driver(grid: str, out: Path) -> subprocess.Popen:
-    return subprocess.Popen(driver_command(grid, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        driver_command(grid, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
 
 
 def run_driver(grid: str, out: Path) -> subprocess.CompletedProcess:
@@ -197,3 +206,142 @@ def test_a_disk_that_fills_mid_write_stops_the_run_clearly_and_leaves_no_half_fi
     summary = run_grid(cells, RunOptions(out=out, executor="inline", progress=quiet))
     assert (summary.skipped, summary.done) == (1, len(cells) - 1)
     assert pd.read_parquet(out / "runs").cell_id.is_unique
+
+
+# ---- issue 14: a finished cell is whole, or it is redone ----------------------------------------------------------
+
+
+def one_cell(tmp_path: Path, out: Path) -> str:
+    cells = expand_grid(write_grid(tmp_path, steps=5), Filters(methods=("standard",), scenarios=("GG",)))
+    assert len(cells) == 1
+    run_grid(cells, RunOptions(out=out, executor="inline", progress=quiet))
+    return cells[0].cell_id
+
+
+def flip(path: Path, position: int, bit: int = 0) -> bytes:
+    """Flip one bit of the file in place; returns the original bytes."""
+    data = path.read_bytes()
+    damaged = bytearray(data)
+    damaged[position] ^= 1 << bit
+    path.write_bytes(bytes(damaged))
+    return data
+
+
+def test_an_evals_file_whose_footer_reads_but_data_does_not_is_redone(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cell_id = one_cell(tmp_path, out)
+    evals = out / "evals" / f"{cell_id}.parquet"
+    flip(evals, 40, 3)  # early in the file, in the first data page
+    pq.read_metadata(evals)  # the footer still reads: metadata alone would take the cell as finished
+    assert ResultStore(out).read_run(cell_id) is None
+    assert str(evals) in load_tables(out).unreadable  # the report and the run agree on what is damaged
+
+    messages: list[str] = []
+    cells = expand_grid(write_grid(tmp_path, steps=5), Filters(methods=("standard",), scenarios=("GG",)))
+    summary = run_grid(cells, RunOptions(out=out, executor="inline", progress=messages.append))
+    assert (summary.done, summary.skipped) == (1, 0)  # redone, as the report promised
+    assert any(f"unreadable result file {evals} does not match its checksum" in m for m in messages), messages
+    assert len(pd.read_parquet(out / "evals")) > 0 and load_tables(out).unreadable == []
+
+
+def test_no_single_flipped_bit_of_a_finished_cell_passes_for_finished(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cell_id = one_cell(tmp_path, out)
+    store = ResultStore(out)
+    assert store.read_run(cell_id) is not None
+    files = [out / folder / f"{cell_id}.parquet" for folder in ("runs", "evals")] + [
+        out / CHECKSUMS / f"{cell_id}.json"
+    ]
+    for path in files:  # ~60 places in each file, its head and footer included (bench/flip_test.py tries every byte)
+        size = path.stat().st_size
+        for position in sorted({*range(0, size, max(1, size // 50)), *range(max(0, size - 12), size)}):
+            original = flip(path, position, position % 8)
+            try:
+                assert store.read_run(cell_id) is None, (
+                    f"{path.name} with bit {position % 8} of byte {position} flipped"
+                )
+            finally:
+                path.write_bytes(original)
+    assert store.read_run(cell_id) is not None
+
+
+def test_a_folder_written_before_checksums_is_still_read(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cell_id = one_cell(tmp_path, out)
+    for path in (out / CHECKSUMS).iterdir():
+        path.unlink()
+    assert ResultStore(out).read_run(cell_id)["status"] == "ok"  # nothing finished is lost on upgrading
+    evals = out / "evals" / f"{cell_id}.parquet"
+    flip(evals, 40, 3)  # without a checksum record, the Parquet page checksums still catch it
+    assert ResultStore(out).read_run(cell_id) is None
+
+
+SHARED = """
+name: {name}
+experiments:
+  - tag: {tag}
+    methods: [standard{more}]
+    streams: [{{name: synthetic, num_tasks: 2, steps_per_task: 5}}]
+    scenarios: [GG]
+    backbone: {{name: fc, hidden: [8]}}
+"""
+
+
+def test_a_cell_shared_by_two_grids_in_one_folder_keeps_both_grids_tags(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import results.store as store_module
+
+    out = tmp_path / "out"
+    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    first.write_text(SHARED.format(name="first", tag="fig-a", more=""))
+    second.write_text(SHARED.format(name="second", tag="fig-b", more=", ewc"))
+    shared = expand_grid(str(first))[0].cell_id
+    run_grid(expand_grid(str(first)), RunOptions(out=out, executor="inline", progress=quiet))
+
+    real_replace = store_module.os.replace  # a kill as the updated runs file takes its name: the old one holds
+    monkeypatch.setattr(
+        store_module.os,
+        "replace",
+        lambda src, dst: (
+            (_ for _ in ()).throw(KeyboardInterrupt)
+            if str(dst).endswith(f"runs/{shared}.parquet")
+            else real_replace(src, dst)
+        ),
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(expand_grid(str(second)), RunOptions(out=out, executor="inline", progress=quiet))
+    monkeypatch.undo()
+    assert ResultStore(out).read_run(shared)["tags"] == "fig-a"  # still finished: nothing lost
+
+    summary = run_grid(expand_grid(str(second)), RunOptions(out=out, executor="inline", progress=quiet))
+    assert summary.skipped == 1
+    assert ResultStore(out).read_run(shared)["tags"] == "fig-a,fig-b"
+    again = run_grid(expand_grid(str(second)), RunOptions(out=out, executor="inline", progress=quiet))
+    assert (again.skipped, again.done) == (2, 0)
+    assert not [p.name for p in out.rglob(".*.tmp")]
+
+
+def test_ctrl_c_in_the_first_seconds_exits_130_in_one_line(tmp_path: Path) -> None:
+    grid = write_grid(tmp_path, steps=5)
+    for delay in (0.3, 1.0, 2.0):  # while Python, numpy, torch and the harness are still being imported
+        process = start_driver(grid, tmp_path / "out")
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        if process.returncode == 0:
+            continue  # a fast machine finished the grid first
+        assert process.returncode == 130, err
+        lines = err.strip().splitlines()  # the message alone (after progress lines, had the grid started)
+        assert lines[-1] == "harness: interrupted; finished cells are saved, rerun the same command to resume", err
+        assert all(line.startswith("[harness] ") for line in lines[:-1]), err
+        assert "Traceback" not in err, err
+
+
+def test_a_run_row_that_cannot_be_written_leaves_no_evals_file_behind(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cell_id = one_cell(tmp_path, out)
+    store = ResultStore(out)
+    run = store.read_run(cell_id)
+    evals = (out / "evals" / f"{cell_id}.parquet").read_bytes()
+    with pytest.raises(OverflowError):  # a seed beyond int64 (refused by grid validation now) fails before any write
+        store.write_cell({**run, "seed": 10**23}, [])
+    assert (out / "evals" / f"{cell_id}.parquet").read_bytes() == evals and store.read_run(cell_id) == run
