@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -105,8 +106,25 @@ def test_sigterm_stops_a_ray_run_cleanly_and_a_rerun_resumes(tmp_path: Path) -> 
     assert f"{12 - finished} done, 0 failed, {finished} already finished" in rerun.stdout
 
 
+def descends_from_this_process(pid: int) -> bool:
+    """Whether ``pid`` is a descendant of this test process (its own Ray cluster's workers are)."""
+    me = os.getpid()
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the parent's PID, after the command name in parentheses
+        if pid == me:
+            return True
+    return False
+
+
 def ray_cell_processes() -> list[int]:
-    """PIDs of Ray workers running a cell now (Ray titles them ``ray::run_cell`` while they do)."""
+    """PIDs of this test's Ray workers running a cell now (Ray titles them ``ray::run_cell`` while they do).
+
+    Only descendants of this process: another harness run on the machine (a user's paper run) is never touched.
+    """
     pids = []
     for entry in Path("/proc").iterdir():
         try:
@@ -114,7 +132,7 @@ def ray_cell_processes() -> list[int]:
                 pids.append(int(entry.name))
         except OSError:
             continue
-    return pids
+    return [pid for pid in pids if descends_from_this_process(pid)]
 
 
 def test_a_worker_killed_mid_cell_is_retried_and_the_grid_has_every_row_once(tmp_path: Path) -> None:
