@@ -28,6 +28,7 @@ from harness.training import TrainingConfig
 from methods import METHODS
 from methods.base import TorchKit
 from scenarios import STREAMS
+from scenarios.streams import StreamPlan
 
 REFERENCE_DEVICE = "2 CPU cores (the reference machine)"
 # Plain-loop training rates on the reference machine as (forward FLOPs per example, training FLOP/s), from
@@ -83,12 +84,17 @@ def parameter_count(spec: BackboneSpec, input_shape: tuple[int, ...], outputs: i
     return sum(p.numel() for p in _meta_model(spec, input_shape, outputs).parameters())
 
 
+def plan_and_backbone(cell: Cell) -> tuple[StreamPlan, BackboneSpec]:
+    """What a cell's stream will feed (shapes, steps, tests) and the network it builds, from its config alone."""
+    stream_cls = STREAMS.get(cell.stream)
+    plan = stream_cls.plan(parse_config(stream_cls.Config, cell.stream_config, cell.stream))
+    return plan, parse_config(BackboneSpec, cell.backbone, "backbone")
+
+
 def training_bytes(cell: Cell) -> tuple[int, int]:
     """(parameters, a lower bound of the bytes training them takes: TRAINING_COPIES float32 copies) of a cell's
     network, from its shapes alone; nothing is allocated."""
-    stream_cls = STREAMS.get(cell.stream)
-    plan = stream_cls.plan(parse_config(stream_cls.Config, cell.stream_config, cell.stream))
-    spec = parse_config(BackboneSpec, cell.backbone, "backbone")
+    plan, spec = plan_and_backbone(cell)
     parameters = parameter_count(spec, plan.input_shape, 10)
     return parameters, parameters * 4 * TRAINING_COPIES
 
@@ -104,10 +110,8 @@ def plain_rate(kind: str, flops: float) -> float:
 
 
 def estimate_cell(cell: Cell) -> Estimate:
-    stream_cls = STREAMS.get(cell.stream)
-    plan = stream_cls.plan(parse_config(stream_cls.Config, cell.stream_config, cell.stream))
+    plan, spec = plan_and_backbone(cell)
     training = parse_config(TrainingConfig, cell.training, "training")
-    spec = parse_config(BackboneSpec, cell.backbone, "backbone")
     flops = forward_flops(spec, plan.input_shape, 10)
     train_samples = plan.train_steps * training.batch_size
     per_task = min(training.eval_samples or plan.test_per_task, plan.test_per_task)
