@@ -8,6 +8,7 @@ without torch).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -149,15 +150,18 @@ class ResNet50Trunk(nn.Module):
         return self.layers(x)
 
 
-def backbone_factory(spec: BackboneSpec, input_shape: tuple[int, ...]) -> BackboneFactory:
-    def make(kit: LayerKit) -> Backbone:
-        if spec.name == "resnet18":
-            return Backbone(ResNet18Trunk(kit, input_shape[0], spec.width), 8 * spec.width)
-        if spec.name == "resnet50":
-            return Backbone(ResNet50Trunk(kit, input_shape[0], spec.width), 8 * spec.width * Bottleneck.expansion)
-        return Backbone(FCTrunk(kit, math.prod(input_shape), spec.hidden), spec.hidden[-1])
+def build_backbone(spec: BackboneSpec, input_shape: tuple[int, ...], kit: LayerKit) -> Backbone:
+    if spec.name == "resnet18":
+        return Backbone(ResNet18Trunk(kit, input_shape[0], spec.width), 8 * spec.width)
+    if spec.name == "resnet50":
+        return Backbone(ResNet50Trunk(kit, input_shape[0], spec.width), 8 * spec.width * Bottleneck.expansion)
+    return Backbone(FCTrunk(kit, math.prod(input_shape), spec.hidden), spec.hidden[-1])
 
-    return make
+
+def backbone_factory(spec: BackboneSpec, input_shape: tuple[int, ...]) -> BackboneFactory:
+    """The backbone builder a method calls with its layer kit; a partial, so a method that keeps it pickles
+    (checkpoints pickle the method whole)."""
+    return functools.partial(build_backbone, spec, input_shape)
 
 
 def is_small(spec: BackboneSpec) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import signal
 import sys
@@ -52,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=("ray", "inline"), default="ray", help="inline: one cell at a time here")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     run.add_argument("--cpus-per-cell", type=int, default=1, help="CPUs (and torch threads) per cell")
+    run.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="save a running cell's whole state this often, so a killed cell resumes there (0: never; default 300)",
+    )
     run.add_argument("--dry-run", action="store_true", help="validate and list the cells; train nothing")
 
     report = commands.add_parser("report", help="build the leaderboard (Markdown and HTML) from an output folder")
@@ -143,6 +151,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.cpus_per_cell < 1:
         raise ConfigError(f"--cpus-per-cell must be >= 1, got {args.cpus_per_cell}")
+    if not (math.isfinite(args.checkpoint_every) and args.checkpoint_every >= 0):
+        raise ConfigError(f"--checkpoint-every must be seconds >= 0 (0: never), got {args.checkpoint_every}")
     filters = Filters(args.methods, args.streams, args.scenarios, args.seeds, args.scale, args.only, args.max_tasks)
     cells = expand_grid(args.grid, filters)
     grid_name = cells[0].grid
@@ -158,6 +168,7 @@ def _run(args: argparse.Namespace) -> int:
         address=args.address,
         device=args.device,
         cpus_per_cell=args.cpus_per_cell,
+        checkpoint_every_s=args.checkpoint_every or math.inf,
     )
     summary = run_grid(cells, options)
     print(

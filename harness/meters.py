@@ -65,5 +65,11 @@ class Clock:
         self.sync()
         self.setup_seconds = time.perf_counter() - self.start
 
+    def carry(self, wall: float, setup: float, evaluation: float) -> None:
+        """Count the time a resumed cell spent before its checkpoint (after ``end_setup``)."""
+        self.start -= wall
+        self.setup_seconds += setup
+        self.eval_seconds += evaluation
+
     def wall(self) -> float:
         return time.perf_counter() - self.start

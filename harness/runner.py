@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import torch
 from torch import Tensor, nn
 
 import harness
 from harness.backbones import BackboneSpec, backbone_factory
 from harness.cells import Cell
+from harness.checkpoint import Checkpoints, Position, partial_path, random_states, restore_random_states
 from harness.config import parse_config
 from harness.evaluation import Evaluator, Recorder
 from harness.meters import Clock, PeakMemory
@@ -32,10 +34,13 @@ from harness.training import TrainingConfig
 from methods import METHODS
 from methods.base import BuildContext, LabelSpace, Method, SegmentData, TrainableParams, trainable
 from results.rows import RunRow, as_record
-from results.schema import DIAGNOSTIC_PREFIX
+from results.schema import DIAGNOSTIC_PREFIX, EVALS
+from results.store import write_table_atomic
 from scenarios import RULES, STREAMS, Scenario
 from scenarios.streams import Segment, Stream
 from scenarios.taxonomy import Rules
+
+DEFAULT_CHECKPOINT_EVERY_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -46,12 +51,15 @@ class WorkerSettings:
     device: str  # "cpu", "cuda"
     threads: int
     git_sha: str = ""
+    out: str | None = None  # the output folder: checkpoints and partial results go there (None: neither)
+    checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S  # 0: at every chance (tests); math.inf: never save
 
 
 @dataclass
 class CellResult:
     run: dict[str, Any]
     evals: list[dict[str, Any]]
+    keep_checkpoint: bool = False  # the worker died: its checkpoint, if any, is where a rerun resumes
 
 
 def make_optimizer(params: TrainableParams, config: TrainingConfig) -> torch.optim.Optimizer:
@@ -106,9 +114,18 @@ class Loop:
         self.last_loss: Tensor | None = None
         self.clock = Clock(self.device)
         self.memory = PeakMemory(self.device)
+        self.resumes = 0
+        self.start: Position | None = None  # where training begins: None from the start, else a checkpoint's place
+        self.checkpoints: Checkpoints | None = None
+        if settings.out is not None:
+            self.checkpoints = Checkpoints(Path(settings.out), cell.cell_id, settings.checkpoint_every_s)
         torch.manual_seed(cell.seed)
         self.stream = build_stream(cell, self.device, settings.data_dir)
         self.labels = LabelSpace(self.stream.num_tasks, self.stream.classes_per_task, self.rules.shared_labels)
+        saved = self.checkpoints.load() if self.checkpoints else None
+        if saved is not None:
+            self.restore(saved)
+            return
         self.method = build_method(cell)
         spec = parse_config(BackboneSpec, cell.backbone, "backbone")
         context = BuildContext(
@@ -125,6 +142,52 @@ class Loop:
         self.optimizer = make_optimizer(trainable(self.module), self.training)
         self.evaluator = Evaluator(self.method, self.stream, self.labels, self.rules, self.training.eval_batch_size)
         self.clock.end_setup()
+
+    def checkpoint(self, position: Position) -> None:
+        """Save the whole state of training at ``position`` and write the rows so far as partial results."""
+        assert self.checkpoints is not None
+        self.clock.sync()
+        wall, setup, evaluation = self.clock.wall(), self.clock.setup_seconds, self.clock.eval_seconds
+        self.checkpoints.save(
+            {
+                "position": (position.segment, position.steps_done),
+                "trained": {"method": self.method, "module": self.module, "optimizer": self.optimizer},
+                "stream": self.stream.sampling_state(),
+                "random": random_states(),
+                "counters": {"step": self.step, "samples": self.samples, "seen": self.seen, "loss": self.last_loss},
+                "rows": self.rows,
+                "clock": (wall, setup, evaluation),
+                "resumes": self.resumes,
+            }
+        )
+        self.write_partial()
+
+    def write_partial(self) -> None:
+        """The rows so far, for the progress display and the report (never a finished cell's files)."""
+        assert self.checkpoints is not None
+        path = partial_path(self.checkpoints.out, self.cell.cell_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_table_atomic(pa.Table.from_pylist(self.rows, schema=EVALS), path)
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Take up a checkpoint's state; the stream was built afresh from the config and seed."""
+        trained = saved["trained"]
+        self.method, self.module, self.optimizer = trained["method"], trained["module"], trained["optimizer"]
+        self.stream.restore_sampling_state(saved["stream"])
+        counters = saved["counters"]
+        self.step, self.samples, self.seen, self.last_loss = (
+            counters["step"],
+            counters["samples"],
+            counters["seen"],
+            counters["loss"],
+        )
+        self.recorder.rows.extend(saved["rows"])
+        self.evaluator = Evaluator(self.method, self.stream, self.labels, self.rules, self.training.eval_batch_size)
+        self.resumes = saved["resumes"] + 1
+        self.start = Position(*saved["position"])
+        self.clock.end_setup()
+        self.clock.carry(*saved["clock"])
+        restore_random_states(saved["random"])
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -171,17 +234,22 @@ class Loop:
         self.module.train()
         self.clock.end_eval()
 
-    def train_segment(self, segment: Segment) -> None:
+    def train_segment(self, segment: Segment, steps_done: int | None = None) -> None:
+        """Train one segment, or the rest of one ``steps_done`` steps in (a resumed checkpoint's)."""
         visible = segment.task if self.rules.task_in_training else None
-        if segment.task not in self.seen:
-            self.seen.append(segment.task)
-        if self.rules.boundaries_in_training:
-            self._restart_optimizer(self.method.begin_segment(visible, self.step))
+        if steps_done is None:
+            if segment.task not in self.seen:
+                self.seen.append(segment.task)
+            if self.rules.boundaries_in_training:
+                self._restart_optimizer(self.method.begin_segment(visible, self.step))
         if self.method.runs_own_loop:
+            if steps_done is not None:
+                raise RuntimeError(f"method {self.cell.method} runs its own loop: it cannot resume mid-segment")
             self.hand_over_segment(segment, visible)
         else:
             scheduled = self.training.lr_schedule != "constant" or self.training.warmup_steps > 0
-            for index in range(segment.steps):
+            checkpoints = self.checkpoints
+            for index in range(steps_done or 0, segment.steps):
                 x, local = self.stream.train_batch(segment, self.step, self.training.batch_size)
                 loss = self.method.loss(x, self._targets(local, segment.task), visible)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -191,6 +259,8 @@ class Loop:
                 self.optimizer.step()
                 self._restart_optimizer(self.method.after_step(self.step))
                 self.count_step(segment, loss, len(x))
+                if checkpoints is not None and index + 1 < segment.steps and checkpoints.due():
+                    self.checkpoint(Position(segment.index, index + 1))
         if self.rules.boundaries_in_training:
             task = segment.task
 
@@ -253,14 +323,20 @@ class Loop:
             )
 
     def run(self) -> None:
-        if not self.rules.boundaries_in_training:
+        start = self.start
+        if start is None and not self.rules.boundaries_in_training:
             self._restart_optimizer(self.method.begin_segment(None, 0))
         segments = self.stream.segments()
         every = self.training.eval_every_segments
         for segment in segments:
-            self.train_segment(segment)
+            if start is not None and segment.index < start.segment:
+                continue  # trained before the checkpoint this cell resumed from
+            resumed = start is not None and segment.index == start.segment
+            self.train_segment(segment, start.steps_done if start is not None and resumed else None)
             if (segment.index + 1) % every == 0 or segment is segments[-1]:
                 self.evaluate_seen(segment)
+            if self.checkpoints is not None and segment is not segments[-1] and self.checkpoints.due():
+                self.checkpoint(Position(segment.index + 1, None))
 
 
 def run_cell(cell: Cell, settings: WorkerSettings) -> CellResult:
@@ -279,7 +355,7 @@ def run_cell(cell: Cell, settings: WorkerSettings) -> CellResult:
 
 def failed_result(cell: Cell, settings: WorkerSettings, error: BaseException, trace: str = "") -> CellResult:
     """The result of a cell that never returned (its worker died, or the scheduler gave up on it)."""
-    return CellResult(run=make_run_row(cell, settings, None, time.time(), error, trace), evals=[])
+    return CellResult(run=make_run_row(cell, settings, None, time.time(), error, trace), evals=[], keep_checkpoint=True)
 
 
 def _one_line(error: BaseException) -> str:
@@ -329,6 +405,7 @@ def make_run_row(
         steps=loop.step if loop else 0,
         samples=samples,
         samples_per_second=samples / train_seconds if train_seconds > 0 else 0.0,
+        resumes=loop.resumes if loop else 0,
         peak_memory_bytes=loop.memory.peak_bytes() if loop else 0,
         peak_memory_kind=loop.memory.kind if loop else "",
         storage_bytes=sum(storage.values()),

@@ -30,9 +30,10 @@ from typing import Any, Literal
 from harness.backbones import is_small
 from harness.cache import CACHE_DIR_ENV, cache_dir, cache_dir_problem
 from harness.cells import Cell
+from harness.checkpoint import checkpoint_path, discard_cell_state
 from harness.config import ConfigError
 from harness.presets import backbone_name, spec_from_dict
-from harness.runner import CellResult, WorkerSettings, failed_result, run_cell
+from harness.runner import DEFAULT_CHECKPOINT_EVERY_S, CellResult, WorkerSettings, failed_result, run_cell
 from results.store import ResultStore
 from scenarios import STREAMS
 from scenarios.datasets import DataMissingError, prepare_dataset
@@ -50,6 +51,7 @@ class RunOptions:
     address: str | None = None  # None: $RAY_ADDRESS, else a new local Ray instance
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cpus_per_cell: int = 1
+    checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S  # math.inf: cells save no checkpoints
     progress: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
 
 
@@ -214,8 +216,15 @@ class Progress:
             self.emit(self.line(running))
 
 
+def worker_settings(options: RunOptions, device: str) -> WorkerSettings:
+    out = str(Path(options.out).resolve())  # a Ray worker's working folder need not be the driver's
+    return WorkerSettings(options.data_dir, device, options.cpus_per_cell, git_sha(), out, options.checkpoint_every_s)
+
+
 def _record(store: ResultStore, summary: Summary, cell: Cell, result: CellResult) -> None:
     store.write_cell(result.run, result.evals)
+    if not result.keep_checkpoint:  # the cell ran to its end (ok or failed): nothing to resume
+        discard_cell_state(store.root, cell.cell_id)
     if result.run["status"] == "ok":
         summary.done += 1
     else:
@@ -238,6 +247,9 @@ def run_grid(cells: Sequence[Cell], options: RunOptions) -> Summary:
         todo = [c for c in cells if c.cell_id not in finished]
         for damage in damaged:
             options.progress(f"[harness] unreadable result file {damage}: its cell will be run again")
+        resuming = sum(checkpoint_path(options.out, c.cell_id).exists() for c in todo)
+        if resuming:
+            options.progress(f"[harness] {resuming} of {len(todo)} cells to run resume from their checkpoints")
         for cell in cells:  # a cell another grid finished here carries this grid's tags too
             recorded = set(str(finished.get(cell.cell_id, {}).get("tags") or "").split(","))
             if cell.cell_id in finished and not set(cell.tags) <= recorded:
@@ -255,7 +267,7 @@ def _run_inline(cells: Sequence[Cell], options: RunOptions, store: ResultStore, 
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    settings = WorkerSettings(options.data_dir, device, options.cpus_per_cell, git_sha())
+    settings = worker_settings(options, device)
     progress = Progress(summary, options.progress)
     for cell in cells:
         progress.show(running=1)
@@ -346,7 +358,7 @@ def _run_ray(cells: Sequence[Cell], options: RunOptions, store: ResultStore, sum
         previous_handler = signal.signal(signal.SIGTERM, interrupt_on_sigterm)  # ray.init installed its own
     try:
         device, per_cell = _resources(cells, options)
-        settings = WorkerSettings(options.data_dir, device, options.cpus_per_cell, git_sha())
+        settings = worker_settings(options, device)
         remote = _remote()
         pending = {remote.options(**per_cell[c.cell_id]).remote(c, settings): c for c in cells}
         slots = max(1, int(_largest_node("CPU") * max(1, len(ray.nodes())) // options.cpus_per_cell))

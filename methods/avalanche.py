@@ -133,77 +133,48 @@ def own_weight_copies(strategy: Any, saved: dict[str, Any]) -> None:
 
 def si_plugin_with_copies(si_lambda: float, eps: float) -> Any:
     """Avalanche's SynapticIntelligencePlugin, made to keep copies of the weights it compares (see module doc)."""
-    base = import_avalanche()["plugins"].SynapticIntelligencePlugin
-
-    class CopyingSynapticIntelligencePlugin(base):
-        def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
-            super().before_training_exp(strategy, **kwargs)
-            own_weight_copies(strategy, self.ewc_data[0])  # the weights at the start of the experience
-
-        def before_training_iteration(self, strategy: Any, **kwargs: Any) -> None:
-            super().before_training_iteration(strategy, **kwargs)
-            own_weight_copies(strategy, self.syn_data["old_theta"])  # the weights before this step
+    from methods.avalanche_classes import CopyingSynapticIntelligencePlugin
 
     return CopyingSynapticIntelligencePlugin(si_lambda=si_lambda, eps=eps)
 
 
 def make_task_heads_module(trunk: nn.Module, heads: nn.ModuleList) -> nn.Module:
     """A shared trunk and one head per task, as the MultiTaskModule Avalanche's plugins expect in GG."""
-    multitask = import_avalanche()["models"].MultiTaskModule
+    from methods.avalanche_classes import TaskHeads
 
-    class TaskHeads(multitask):
-        def __init__(self) -> None:
-            super().__init__()
-            self.trunk = trunk
-            self.heads = heads
-
-        def forward_single_task(self, x: Tensor, task_label: int) -> Tensor:
-            return self.heads[int(task_label)](self.trunk(x))
-
-    return TaskHeads()
+    return TaskHeads(trunk, heads)
 
 
 def make_experience(x: Tensor, y: Tensor, index: int, task_label: int, with_task_labels: bool) -> Any:
     """One Avalanche experience holding exactly the segment's batches."""
-    modules = import_avalanche()
+    from methods.avalanche_classes import SegmentExperience
+
     y = y.cpu()
-    dataset = modules["data"]._make_taskaware_tensor_classification_dataset(
+    dataset = import_avalanche()["data"]._make_taskaware_tensor_classification_dataset(
         x.cpu(), y, task_labels=task_label, targets=y
     )
-    classes = y.unique().tolist()
-
-    class SegmentExperience(modules["scenarios"].DatasetExperience):
-        @property
-        def classes_in_this_experience(self) -> list[int]:
-            return classes
-
-    experience = SegmentExperience(dataset=dataset, current_experience=index)
+    experience = SegmentExperience(dataset=dataset, current_experience=index, classes=y.unique().tolist())
     if with_task_labels:  # Avalanche routes a batch by task label only when the experience has them
         experience.task_labels = [task_label]
     return experience
 
 
+TRANSIENT_STRATEGY_STATE = ("experience", "adapted_dataset", "dataloader", "mbatch", "mb_output", "loss")
+
+
+def forget_segment(strategy: Any) -> None:
+    """Drop what a strategy keeps of the segment it trained (its data, last batch and loss), which the next
+    ``train`` call sets afresh: the plugins' state (buffers, importances, old models) stays. Done after every
+    segment, so a run that checkpoints and one that does not hold the same state, and a checkpoint does not
+    carry the segment's examples."""
+    for name in TRANSIENT_STRATEGY_STATE:
+        if name in vars(strategy):
+            setattr(strategy, name, None)
+
+
 def make_bridge_plugin() -> Any:
     """An Avalanche plugin that applies the harness's learning-rate schedule and reports each finished step."""
-    base = import_avalanche()["training"].plugins.SupervisedPlugin
-
-    class HarnessBridge(base):
-        def __init__(self) -> None:
-            super().__init__()
-            self.data: SegmentData | None = None
-            self.index = 0
-
-        def start(self, data: SegmentData) -> None:
-            self.data, self.index = data, 0
-
-        def before_training_iteration(self, strategy: Any, **kwargs: Any) -> None:
-            assert self.data is not None
-            self.data.schedule(strategy.optimizer, self.index)
-
-        def after_training_iteration(self, strategy: Any, **kwargs: Any) -> None:
-            assert self.data is not None
-            self.index += 1
-            self.data.after_step(strategy.loss)
+    from methods.avalanche_classes import HarnessBridge
 
     return HarnessBridge()
 
@@ -281,6 +252,8 @@ class AvalancheMethod(Method):
         experience = make_experience(x, y, self.segments, task, self.task_aware)
         self.bridge.start(data)
         self.strategy.train(experience, eval_streams=[], shuffle=False)
+        self.bridge.finish()
+        forget_segment(self.strategy)
         self.segments += 1
 
     @torch.no_grad()

@@ -13,6 +13,7 @@ import pandas as pd
 
 from results.store import DamagedFile, read_cell, read_checksums, read_table_verified
 
+PARTIAL = "partial"  # OUT/partial/<cell_id>.parquet, written by running cells at each checkpoint
 RUN_COLUMNS = {"cell_id", "method", "stream", "scenario", "status"}
 
 
@@ -30,6 +31,8 @@ class Tables:
     unreadable: list[str]  # result files that exist but are not whole: the next run of their grid redoes their cells
     unfinished: pd.DataFrame  # planned cells with no runs file yet (running, queued, interrupted)
     ignored: list[str] = field(default_factory=list)  # "path: why": files that are no cell's results (left alone)
+    # the rows so far of unfinished cells that checkpointed (OUT/partial): progress, never a finished result
+    partial: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _run_file(root: Path, path: Path, ignored: list[str]) -> pd.DataFrame | None:
@@ -106,4 +109,18 @@ def load_tables(root: Path) -> Tables:
     finished = set(run_table["cell_id"])
     unfinished = pd.DataFrame([p for p in planned if p["cell_id"] not in finished]).drop_duplicates("cell_id")
     evals_table = pd.concat(evals, ignore_index=True) if evals else pd.DataFrame()
-    return Tables(run_table, evals_table, unreadable, unfinished, ignored)
+    partial = _partial_rows(root, set(unfinished["cell_id"]) if len(unfinished) else set())
+    return Tables(run_table, evals_table, unreadable, unfinished, ignored, partial)
+
+
+def _partial_rows(root: Path, unfinished: set[str]) -> pd.DataFrame:
+    """The partial results of unfinished cells; one being replaced as it is read is simply left out."""
+    frames = []
+    for cell_id in sorted(unfinished):
+        path = root / PARTIAL / f"{cell_id}.parquet"
+        if path.exists():
+            try:
+                frames.append(read_table_verified(path).to_pandas())
+            except (DamagedFile, OSError):
+                continue
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

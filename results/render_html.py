@@ -54,7 +54,10 @@ def _problems_html(tables: Tables) -> list[str]:
     unfinished = unfinished_cells(tables)
     if unfinished:
         parts.append("<ul>")
-        parts += [f"<li><code>{e(c.cell_id)}</code> {e(c.label)}</li>" for c in unfinished]
+        parts += [
+            f"<li><code>{e(c.cell_id)}</code> {e(c.label)}" + (f": {e(c.progress)}" if c.progress else "") + "</li>"
+            for c in unfinished
+        ]
         parts.append("</ul>")
     else:
         parts.append("<p>None.</p>")

@@ -35,7 +35,10 @@ def _problem_lines(tables: Tables) -> list[str]:
     unfinished = unfinished_cells(tables)
     if not unfinished:
         lines += ["None.", ""]
-    lines += [f"- `{cell.cell_id}` {md_escape(cell.label)}" for cell in unfinished]
+    lines += [
+        f"- `{cell.cell_id}` {md_escape(cell.label)}" + (f": {md_escape(cell.progress)}" if cell.progress else "")
+        for cell in unfinished
+    ]
     if tables.unreadable:
         lines += ["", "## Unreadable result files (the next `harness run` of their grid here redoes their cells)", ""]
         lines += [f"- {md_escape(path)}" for path in tables.unreadable]

@@ -49,6 +49,7 @@ class RunRow:
     steps: int
     samples: int
     samples_per_second: float
+    resumes: int  # how often the cell took up its checkpoint after an interruption (0: it ran through)
     peak_memory_bytes: int
     peak_memory_kind: str
     storage_bytes: int

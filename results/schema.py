@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from results.rows import EvalRow, RunRow, columns
 
-SCHEMA_VERSION = 2  # 2: a method's diagnostics are metrics named DIAGNOSTIC_PREFIX + name
+SCHEMA_VERSION = 3  # 2: a method's diagnostics are metrics named DIAGNOSTIC_PREFIX + name; 3: runs.resumes
 DIAGNOSTIC_PREFIX = "diagnostic:"  # no metric of the harness has a colon, so a diagnostic never reads as a metric
 METRICS = (
     "accuracy",

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from results.columns import ColumnSpec, columns
 from results.load import Tables
@@ -104,6 +105,7 @@ class Listed:
     cell_id: str
     label: str
     error: str = ""  # a failed cell's whole message
+    progress: str = ""  # an unfinished cell's partial results, in words
 
 
 def failed_cells(tables: Tables) -> list[Listed]:
@@ -118,5 +120,23 @@ def failed_cells(tables: Tables) -> list[Listed]:
     ]
 
 
+def partial_progress(rows: pd.DataFrame) -> str:
+    """Where an unfinished cell's last checkpoint stands: its step, tasks seen and latest average accuracy."""
+    if rows.empty:
+        return ""
+    text = f"checkpointed at step {int(rows['step'].max()):,}, {int(rows['tasks_seen'].max())} tasks seen"
+    accuracy = rows[rows["metric"] == "accuracy"]
+    if not accuracy.empty:
+        latest = accuracy[accuracy["step"] == accuracy["step"].max()]
+        text += f", average accuracy {100 * latest['value'].mean():.1f} % over {len(latest)} tasks then"
+    return text + " (partial: not a result)"
+
+
 def unfinished_cells(tables: Tables) -> list[Listed]:
-    return [Listed(str(e["cell_id"]), str(e.get("label", ""))) for e in tables.unfinished.to_dict("records")]
+    partial = tables.partial
+    listed = []
+    for entry in tables.unfinished.to_dict("records"):
+        cell_id = str(entry["cell_id"])
+        rows = partial[partial["cell_id"] == cell_id] if not partial.empty else partial
+        listed.append(Listed(cell_id, str(entry.get("label", "")), progress=partial_progress(rows)))
+    return listed

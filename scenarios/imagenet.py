@@ -253,6 +253,19 @@ class SplitImageNet(Stream):
         self._files: dict[tuple[int, str], tuple[list[str], list[int]]] = {}
         self._train: tuple[int, int, Iterator] | None = None  # (task, batch size, batches) of the running segment
         self._replay_rng = np.random.default_rng(derived_seed(seed, "replay"))
+        self._consumed = 0  # batches of the running segment handed out
+        self._resume: tuple[int, int, int] | None = None  # (task, batch size, batches) to skip, after a restore
+
+    def sampling_state(self) -> dict[str, object]:
+        """The replay draws and how far the running segment's batches have gone: the decoding workers read
+        ahead, so their position is not the sampler's, and a restore skips that many batches of keys."""
+        running = None if self._train is None else (*self._train[:2], self._consumed)
+        return {"replay": self._replay_rng.bit_generator.state, "train": running}
+
+    def restore_sampling_state(self, state: dict[str, object]) -> None:
+        self._replay_rng.bit_generator.state = state["replay"]
+        self._train = None
+        self._resume = state["train"]  # type: ignore[assignment]
 
     def segments(self) -> list[Segment]:
         steps = self.config.steps_per_task  # type: ignore[attr-defined]
@@ -299,7 +312,15 @@ class SplitImageNet(Stream):
             dataset = self._dataset(segment.task, "train", augment)
             generator = torch.Generator().manual_seed(derived_seed(self.seed, f"data order {segment.task}"))
             keys = EpochKeys(len(dataset), batch_size, generator)
+            self._consumed = 0
+            if self._resume is not None and self._resume[:2] == (segment.task, batch_size):
+                skipped = iter(keys)
+                for _ in range(self._resume[2]):
+                    next(skipped)  # keys only: nothing decoded
+                self._consumed = self._resume[2]
+            self._resume = None
             self._train = (segment.task, batch_size, iter(self._loader(dataset, keys, persistent=True)))
+        self._consumed += 1
         return self._to_device(next(self._train[2]))
 
     def sample_train(self, task: int, n: int) -> Batch:

@@ -59,6 +59,7 @@ class TaskPart:
 class InMemoryImageStream(Stream):
     """Discrete tasks over registered in-memory datasets held on the device; subclasses say what makes each task."""
 
+    sampling_attributes = ("generator", "_samplers")
     crop_padding: ClassVar[int] = 0  # > 0: training batches are randomly cropped when the config's augment is on
     flip: ClassVar[bool] = False  # and flipped horizontally (not for digits)
 

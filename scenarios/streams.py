@@ -79,6 +79,10 @@ class Stream(ABC):
     num_tasks: int
     classes_per_task: int
     input_shape: tuple[int, ...]
+    # The attributes that hold the state of the stream's random draws (generators, epoch samplers), which a
+    # checkpoint saves and a resumed cell restores; everything else must follow from config and seed. A test
+    # resumes every registered stream mid-way and checks that its batches go on as if never stopped.
+    sampling_attributes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: object, *, seed: int, device: torch.device, data_dir: Path | None) -> None:
         self.config = config
@@ -100,6 +104,18 @@ class Stream(ABC):
     @abstractmethod
     def sample_train(self, task: int, n: int) -> Batch:
         """n random training examples of a task (for methods that consolidate at segment ends)."""
+
+    def sampling_state(self) -> dict[str, object]:
+        """The state of the stream's random draws, to be pickled as one object (samplers that share a generator
+        still share it when restored)."""
+        return {name: getattr(self, name) for name in self.sampling_attributes}
+
+    def restore_sampling_state(self, state: dict[str, object]) -> None:
+        """Go on drawing where the stream that gave ``state`` (by ``sampling_state``) stopped."""
+        if set(state) != set(self.sampling_attributes):
+            raise ValueError(f"stream {self.name}: a checkpoint holds {sorted(state)}, not {self.sampling_attributes}")
+        for name, value in state.items():
+            setattr(self, name, value)
 
     @classmethod
     def plan(cls, config: object) -> StreamPlan:

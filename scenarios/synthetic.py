@@ -30,6 +30,7 @@ class SyntheticConfig:
 
 @register_stream("synthetic")
 class SyntheticStream(Stream):
+    sampling_attributes = ("generator", "samplers")
     Config = SyntheticConfig
 
     @classmethod

@@ -23,7 +23,7 @@ def fingerprint() -> str:
 
 
 def test_a_change_of_columns_needs_a_new_schema_version() -> None:
-    assert (SCHEMA_VERSION, fingerprint()) == (2, "0ffd66fc545a1d21")
+    assert (SCHEMA_VERSION, fingerprint()) == (3, "f69cb2f68cad209b")
 
 
 @pytest.mark.parametrize(("row_type", "schema"), [(RunRow, RUNS), (EvalRow, EVALS)])

@@ -5,6 +5,7 @@ The copyable stream template is registered too, so it stays a working stream.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -147,3 +148,28 @@ def test_the_stream_template_runs_a_cell(data_dir: Path) -> None:
         mean, std = plain.stats["MNIST"]
         expected = (1 - (x_plain * std + mean) - mean) / std if flipped else x_plain
         assert torch.allclose(x_inverted, expected, atol=1e-5)
+
+
+def _draws(stream: Stream, steps: range) -> list[torch.Tensor]:
+    """Training batches of the first two segments and a replay sample: what a resumed stream must repeat."""
+    first, second = stream.segments()[:2]
+    out = []
+    for step in steps:
+        out += list(stream.train_batch(first, step, 16))
+    out += list(stream.train_batch(second, steps.stop, 16))
+    return out + list(stream.sample_train(first.task, 8))
+
+
+@pytest.mark.parametrize("name", STREAMS.names())
+def test_stream_restored_from_its_sampling_state_draws_on_as_if_never_stopped(name: str, data_dir: Path) -> None:
+    running = build(name, data_dir, augment=True)
+    _draws(running, range(0, 4))  # part-way through an epoch, a second segment started, a replay drawn
+    buffer = io.BytesIO()
+    torch.save(running.sampling_state(), buffer)  # as a checkpoint holds it
+    buffer.seek(0)
+    restored = build(name, data_dir, augment=True)
+    restored.restore_sampling_state(torch.load(buffer, weights_only=False))
+    expected, resumed = _draws(running, range(4, 9)), _draws(restored, range(4, 9))
+    assert all(torch.equal(a, b) for a, b in zip(expected, resumed, strict=True))
+    fresh = _draws(build(name, data_dir, augment=True), range(4, 9))
+    assert not all(torch.equal(a, b) for a, b in zip(expected, fresh, strict=True)), "the check cannot fail"
