@@ -137,10 +137,21 @@ def parse_config(cls: type[C], raw: Mapping[str, Any] | None, where: str) -> C:
         raise ConfigError(f"{where}: {error}") from None
 
 
+ADDED = "added"  # field metadata: a setting added after cells were run, whose default is the earlier behaviour
+
+
+def added_setting(default: Any, **metadata: Any) -> Any:
+    """A setting that came after results existed: at its default it is left out of a cell's config, so that the
+    cells run before it keep their ids (and are not run again, or orphaned, when the harness gains it)."""
+    return dataclasses.field(default=default, metadata={**metadata, ADDED: True})
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    """A JSON-ready dict of a config dataclass (tuples become lists), without added settings at their default."""
     return {
-        f.name: list(v) if isinstance(v := getattr(config, f.name), tuple) else v for f in dataclasses.fields(config)
+        f.name: list(v) if isinstance(v := getattr(config, f.name), tuple) else v
+        for f in dataclasses.fields(config)
+        if not (f.metadata.get(ADDED) and getattr(config, f.name) == f.default)
     }
 
 

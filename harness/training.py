@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from harness.config import added_setting
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
@@ -17,7 +19,7 @@ class TrainingConfig:
     lr: float = field(default=1e-4, metadata={"min": 0.0})  # both papers: 1e-4 on the MNIST family
     momentum: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})  # rmsprop and sgd (papers: 0)
     # L2 weight decay on every trained parameter, torch's ``weight_decay`` (SupSup's code: 1e-4 on its SGD scores)
-    weight_decay: float = field(default=0.0, metadata={"min": 0.0})
+    weight_decay: float = added_setting(0.0, min=0.0)
     # within every segment: constant, or cosine decay to 0 over its steps (SupSup's cosine_lr, per task)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = field(default=0, metadata={"min": 0})  # linear warm-up at the start of every segment

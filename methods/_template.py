@@ -8,6 +8,12 @@ registry-parametrised tests pick the new method up with no new test code.
 As it stands this file is a complete, working method (fine-tuning with an
 optional L2 pull towards the initial weights), so every hook below is one you
 can keep, change or delete. It is not registered until imported.
+
+Checkpoints pickle the method whole (with its module and the optimiser), so keep
+only picklable state on ``self`` between segments: tensors, modules, plain
+values; no lambdas, no classes defined inside a function, no reference to the
+segment's data or to the replay sampler. ``tests/test_checkpoints.py`` stops and
+resumes every registered method and says if it does not.
 """
 
 from __future__ import annotations

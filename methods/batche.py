@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.config import added_setting
 from methods.base import BuildContext, Method, Prediction, register_method, tensor_bytes
 from methods.norms import batch_statistics, normalise, per_channel
 from methods.supermask import seeded_generator
@@ -58,11 +59,14 @@ class BatchEConfig:
     factor_lr: float = field(default=1e-2, metadata={"min": 0.0})  # learning rate of the rank-one factors
     random_weights: bool = False  # keep W at its random initialisation (never trained)
     factor_init: Literal["random_sign", "ones"] = "random_sign"  # a new task's r and s (authors: random signs)
-    weight_init: Literal["default", "kaiming_normal"] = "default"  # W: PyTorch's default, or the authors' (fan_in)
-    first_task_factor_lr: Literal["factor_lr", "weights"] = "factor_lr"  # the first task's factors: as later tasks'
-    # (factor_lr), or at the weights' learning rate, trained together with W (the authors')
-    gg_head: Literal["per_task", "factors"] = "per_task"  # GG: a linear head per task, or the authors' rank-one last
-    # layer with each task's factors (output_size outputs, as in GNs and GNu)
+    # W: PyTorch's default, or the authors' (kaiming normal, fan_in)
+    weight_init: Literal["default", "kaiming_normal"] = added_setting("default")
+    # the first task's factors: as later tasks' (factor_lr), or at the weights' learning rate, trained together
+    # with W (the authors')
+    first_task_factor_lr: Literal["factor_lr", "weights"] = added_setting("factor_lr")
+    # GG: a linear head per task, or the authors' rank-one last layer with each task's factors (output_size
+    # outputs, as in GNs and GNu)
+    gg_head: Literal["per_task", "factors"] = added_setting("per_task")
     # GNs/GNu: One-Shot over the rank-one factors (SupSup Figure 5-right), or every task's factors tried on the
     # images and the lowest objective taken (the authors' code for BatchE; k forward passes, batched). Measured
     # here (FC 1024-1024, 10 PermutedMNIST tasks, s=500, full batch): One-Shot named the first task for almost

@@ -16,7 +16,8 @@ imported. Other starting points:
   ``scenarios/svhn.py`` registers SVHN beside its class split.
 - Data that is not class groups of an in-memory dataset (generated, or streamed from disk): implement the
   ``Stream`` API of ``scenarios/streams.py`` directly, as ``scenarios/synthetic.py`` and ``scenarios/imagenet.py``
-  do.
+  do. Name the attributes that hold its random draws in ``sampling_attributes`` (checkpoints save them; the
+  in-memory streams already do), and a test resumes it mid-way to check nothing was left out.
 """
 
 from __future__ import annotations

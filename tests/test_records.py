@@ -21,6 +21,8 @@ def test_there_are_records() -> None:
 def test_a_record_reads_whole(folder: Path) -> None:
     tables = load_tables(folder)
     assert not tables.unreadable and tables.unfinished.empty
-    assert set(tables.runs.status) == {"ok"} and set(tables.runs.schema_version) == {SCHEMA_VERSION}
+    assert set(tables.runs.status) == {"ok"}
+    # written by this schema or an earlier one that differs only by columns added since (3 added runs.resumes)
+    assert set(tables.runs.schema_version) <= {2, SCHEMA_VERSION}
     assert set(tables.evals.cell_id) == set(tables.runs.cell_id)
     assert (folder / "leaderboard.md").is_file()
