@@ -4,6 +4,9 @@ Layout: ``OUT/evals/<cell_id>.parquet``, then ``OUT/checksums/<cell_id>.json``
 (the SHA-256 of both files), then ``OUT/runs/<cell_id>.parquet``;
 ``OUT/plans/<hash>.json`` lists the cells a run meant to finish, so that a
 report can tell cells not finished (running, queued, interrupted) from absent.
+Running cells add ``OUT/checkpoints/<cell_id>.pt`` and ``OUT/partial/<cell_id>
+.parquet`` (``harness/checkpoint.py``), which are never read as results and go
+once the cell's results are written.
 Each file is written under a dot-prefixed temporary name (which Parquet
 readers skip) and renamed into place; the runs file goes last, so a cell is
 finished exactly when its runs file exists, says "ok" and holds its own
