@@ -41,6 +41,7 @@ from scenarios.streams import Segment, Stream
 from scenarios.taxonomy import Rules
 
 DEFAULT_CHECKPOINT_EVERY_S = 300.0
+PARTIAL_EVERY_S = 10.0  # partial results after an evaluation, at most this often (each write is of all rows so far)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class Loop:
         self.clock = Clock(self.device)
         self.memory = PeakMemory(self.device)
         self.resumes = 0
+        self.partial_written = time.monotonic()
         self.start: Position | None = None  # where training begins: None from the start, else a checkpoint's place
         self.checkpoints: Checkpoints | None = None
         if settings.out is not None:
@@ -168,6 +170,7 @@ class Loop:
         path = partial_path(self.checkpoints.out, self.cell.cell_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_table_atomic(pa.Table.from_pylist(self.rows, schema=EVALS), path)
+        self.partial_written = time.monotonic()
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Take up a checkpoint's state; the stream was built afresh from the config and seed."""
@@ -335,8 +338,12 @@ class Loop:
             self.train_segment(segment, start.steps_done if start is not None and resumed else None)
             if (segment.index + 1) % every == 0 or segment is segments[-1]:
                 self.evaluate_seen(segment)
-            if self.checkpoints is not None and segment is not segments[-1] and self.checkpoints.due():
+            if self.checkpoints is None or segment is segments[-1]:
+                continue
+            if self.checkpoints.due():
                 self.checkpoint(Position(segment.index + 1, None))
+            elif time.monotonic() - self.partial_written >= PARTIAL_EVERY_S:
+                self.write_partial()  # evaluations reach the output folder soon after they are made
 
 
 def run_cell(cell: Cell, settings: WorkerSettings) -> CellResult:

@@ -247,6 +247,8 @@ def run_grid(cells: Sequence[Cell], options: RunOptions) -> Summary:
         todo = [c for c in cells if c.cell_id not in finished]
         for damage in damaged:
             options.progress(f"[harness] unreadable result file {damage}: its cell will be run again")
+        for cell_id in finished:  # left by a driver killed between writing a cell's results and tidying up
+            discard_cell_state(options.out, cell_id)
         resuming = sum(checkpoint_path(options.out, c.cell_id).exists() for c in todo)
         if resuming:
             options.progress(f"[harness] {resuming} of {len(todo)} cells to run resume from their checkpoints")

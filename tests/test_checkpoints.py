@@ -204,3 +204,15 @@ def test_a_ray_worker_killed_mid_cell_is_retried_from_its_checkpoint(tmp_path: P
     assert runs["resumes"].tolist() == [1] and runs["pid"].tolist() != killed
     clean = run_cell(cells[0], WorkerSettings(None, "cpu", 1))
     assert pd.read_parquet(out / "evals").equals(pd.DataFrame(clean.evals))
+
+
+def test_evaluations_reach_the_partial_file_between_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "PARTIAL_EVERY_S", 0.0)
+    cell = tiny_cell("standard", "GNu")
+    final = pd.DataFrame(resume(cell, tmp_path).evals)  # never checkpoints; the last partial write was after task 2
+    partial = pd.read_parquet(partial_path(tmp_path, cell.cell_id))
+    assert partial.equals(final.iloc[: len(partial)])
+    accuracy = partial[partial["metric"] == "accuracy"]
+    assert set(accuracy["segment"]) == {0, 1} and not checkpoint_path(tmp_path, cell.cell_id).exists()
