@@ -121,15 +121,15 @@ def failed_cells(tables: Tables) -> list[Listed]:
 
 
 def partial_progress(rows: pd.DataFrame) -> str:
-    """Where an unfinished cell's last checkpoint stands: its step, tasks seen and latest average accuracy."""
+    """How far an unfinished cell's partial results go: its step, tasks seen and latest average accuracy."""
     if rows.empty:
         return ""
-    text = f"checkpointed at step {int(rows['step'].max()):,}, {int(rows['tasks_seen'].max())} tasks seen"
+    text = f"partial results to step {int(rows['step'].max()):,}, {int(rows['tasks_seen'].max())} tasks seen"
     accuracy = rows[rows["metric"] == "accuracy"]
     if not accuracy.empty:
         latest = accuracy[accuracy["step"] == accuracy["step"].max()]
         text += f", average accuracy {100 * latest['value'].mean():.1f} % over {len(latest)} tasks then"
-    return text + " (partial: not a result)"
+    return text + " (not a result)"
 
 
 def unfinished_cells(tables: Tables) -> list[Listed]:

@@ -157,7 +157,7 @@ def test_a_killed_run_resumes_its_cell_from_the_checkpoint_and_tidies_up(tmp_pat
     killed.wait()
     assert not (out / "runs").is_dir() or not any((out / "runs").glob("*.parquet"))
     listed = unfinished_cells(load_tables(out))
-    assert len(listed) == 1 and "checkpointed at step" in listed[0].progress, listed
+    assert len(listed) == 1 and "partial results to step" in listed[0].progress, listed
     resumed = subprocess.run(
         [sys.executable, "-m", "harness.cli", *common, "--out", str(out)], capture_output=True, text=True, check=True
     )
