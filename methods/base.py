@@ -253,6 +253,11 @@ class Method(ABC):
     def predict(self, x: Tensor, task: int | None) -> Prediction:
         """Logits over the label space. Use ``torch.no_grad`` unless inference needs gradients."""
 
+    def predict_many(self, batches: Sequence[Tensor], task: int | None) -> list[Prediction]:
+        """``predict`` of each of several test batches of one task. A method whose per-batch work batches across
+        them (SupSup's One-Shot) overrides this; the results must be those of ``predict``, batch by batch."""
+        return [self.predict(x, task) for x in batches]
+
     @abstractmethod
     def storage(self) -> dict[str, int]:
         """Bytes needed to predict every task seen so far, by part (weights, masks, heads, ...)."""

@@ -66,9 +66,18 @@ from methods.supermask import (
     signed_kaiming_constant,
     top_fraction,
 )
-from methods.task_inference import Objective, binary, is_uncertain, objective_value, one_shot, spread_to_label_space
+from methods.task_inference import (
+    Objective,
+    binary,
+    is_uncertain,
+    objective_per_example,
+    objective_value,
+    one_shot,
+    spread_to_label_space,
+)
 
 SEED_BYTES = 8
+PER_EXAMPLE_ELEMENTS = 2**25  # per-example weight gradients held at once by batched One-Shot (128 MiB in float32)
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,7 @@ class MaskedLayer(nn.Module):
         self.top_keep = top_keep  # None: threshold at 0
         self.bank = MaskBank(tuple(weight.shape), device)
         self._cached: tuple[tuple[int, int], Tensor] | None = None
+        self.capture: list[tuple[MaskedLayer, Tensor, Tensor]] | None = None  # (layer, input, output) when set
 
     @property
     def fan_in(self) -> int:
@@ -158,7 +168,10 @@ class MaskedLayer(nn.Module):
             assert state.alpha is not None
             uniform = state.rows is None and len(state.alpha) == self.bank.count
             weight = Superimpose.apply(state.alpha, self.weight, self.bank, state.rows, uniform)
-        return self.apply_weight(x, weight)
+        out = self.apply_weight(x, weight)
+        if self.capture is not None:
+            self.capture.append((self, x, out))
+        return out
 
 
 class MaskedLinear(MaskedLayer):
@@ -492,6 +505,49 @@ class SupSup(Method):
                 return binary(forward, count, self._objective, self.device)
             return one_shot(forward, count, self._objective, self.device)[0]
 
+    def _batches_one_shot(self) -> bool:
+        """Whether One-Shot can run over several test batches at once with the per-batch result: the examples of
+        a batch must not mix (no batch norm) and the per-example weight gradients be outer products (linear
+        layers). Binary keeps its per-batch path: each batch narrows its own candidates."""
+        linear = all(isinstance(layer, MaskedLinear) for layer in self.layers)
+        return self.config.inference == "one_shot" and not self.norms and linear
+
+    def _alpha_gradients(self, x: Tensor, count: int, rows: Tensor | None) -> Tensor:
+        """``d objective_n / d alpha_i`` at alpha = 1/count for every example n, shape (count, N): one backward
+        pass to every masked layer's output, then, per layer, the per-example gradients of the superposed weight
+        (outer products) times the weight, projected on the packed masks in one matrix product."""
+        alpha = torch.full((count,), 1.0 / count, device=self.device)
+        captured: list[tuple[MaskedLayer, Tensor, Tensor]] = []
+        for layer in self.layers:
+            layer.capture = captured
+        self.state.mode, self.state.alpha, self.state.rows = "superpose", alpha, rows
+        try:
+            with torch.enable_grad():
+                logits = self.net(x.detach().requires_grad_(True))
+                total = objective_per_example(self.config.objective, logits, self.classes).sum()
+                deltas = torch.autograd.grad(total, [out for _, _, out in captured])
+        finally:
+            self.state.mode, self.state.alpha, self.state.rows = "train", None, None
+            for layer in self.layers:
+                layer.capture = None
+        gradient = torch.zeros(count, len(x), device=self.device)
+        for (layer, inputs, _), delta in zip(captured, deltas, strict=True):
+            per_example = delta.unsqueeze(2) * inputs.detach().unsqueeze(1) * layer.weight
+            gradient += layer.bank.project(per_example.flatten(1).T, rows)
+        return gradient
+
+    def infer_slots(self, batches: Sequence[Tensor]) -> list[int]:
+        """``infer_slot`` of every batch, One-Shot over all their inference images at once (issue 15)."""
+        count = self.allocated
+        rows = None if count == self.layers[0].bank.count else torch.arange(count, device=self.device)
+        n = self.config.inference_images
+        images = torch.cat([x[:n] if n else x for x in batches])
+        sizes = [min(n, len(x)) if n else len(x) for x in batches]
+        per_chunk = max(1, PER_EXAMPLE_ELEMENTS // max(layer.weight.numel() for layer in self.layers))
+        gradient = torch.cat([self._alpha_gradients(part, count, rows) for part in images.split(per_chunk)], 1)
+        scores = [-part.mean(1) for part in gradient.split(sizes, 1)]  # a batch's objective is its images' mean
+        return [int(score.argmax()) for score in scores]
+
     def _logits_with(self, slot: int, x: Tensor) -> Tensor:
         self.state.mode, self.state.slot = "slot", slot
         try:
@@ -504,7 +560,16 @@ class SupSup(Method):
         self._sync()
         if task is not None:
             return Prediction(self._logits_with(self.task_slot[task], x))
-        slot = self.infer_slot(x)
+        return self._prediction_with(self.infer_slot(x), x)
+
+    def predict_many(self, batches: Sequence[Tensor], task: int | None) -> list[Prediction]:
+        if task is not None or self.allocated <= 1 or not self._batches_one_shot():
+            return [self.predict(x, task) for x in batches]
+        self._sync()
+        slots = self.infer_slots(batches)
+        return [self._prediction_with(slot, x) for slot, x in zip(slots, batches, strict=True)]
+
+    def _prediction_with(self, slot: int, x: Tensor) -> Prediction:
         logits = self._logits_with(slot, x)
         if self.scenario == "NNs":
             return Prediction(logits)  # mask numbers are not task numbers here
