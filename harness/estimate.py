@@ -131,5 +131,5 @@ def estimate_cell(cell: Cell) -> Estimate:
     seconds = train_samples * 3 * flops / (rate * (speed or 1.0)) + eval_samples * flops * inference / rate
     config = parse_config(method.Config, cell.method_config, cell.method)
     batches_per_task = math.ceil(per_task / training.eval_batch_size)
-    seconds += method.inference_seconds(config, cell.scenario, tasks_seen, batches_per_task, flops)
+    seconds += method.inference_seconds(config, cell.scenario, tasks_seen, batches_per_task, flops, spec.kind)
     return Estimate(train_samples, eval_samples, seconds, spec.kind, speed is not None)

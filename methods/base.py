@@ -209,7 +209,13 @@ class Method(ABC):
 
     @classmethod
     def inference_seconds(
-        cls, config: Any, scenario: str, tasks_seen: Sequence[int], batches_per_task: int, flops: float
+        cls,
+        config: Any,
+        scenario: str,
+        tasks_seen: Sequence[int],
+        batches_per_task: int,
+        flops: float,
+        kind: str = "fc",
     ) -> float:
         """Evaluation time beyond the forward passes the dry run counts for every method (0 unless it grows with
         something else, as SupSup's One-Shot does with the masks stored); ``tasks_seen`` per evaluation."""
