@@ -249,7 +249,9 @@ def run_grid(cells: Sequence[Cell], options: RunOptions) -> Summary:
             options.progress(f"[harness] unreadable result file {damage}: its cell will be run again")
         for cell_id in finished:  # left by a driver killed between writing a cell's results and tidying up
             discard_cell_state(options.out, cell_id)
-        resuming = sum(checkpoint_path(options.out, c.cell_id).exists() for c in todo)
+        checkpointed = {c.cell_id for c in todo if checkpoint_path(options.out, c.cell_id).exists()}
+        todo.sort(key=lambda c: c.cell_id not in checkpointed)  # half-done cells first, the rest in grid order
+        resuming = len(checkpointed)
         if resuming:
             options.progress(f"[harness] {resuming} of {len(todo)} cells to run resume from their checkpoints")
         for cell in cells:  # a cell another grid finished here carries this grid's tags too
