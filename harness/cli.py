@@ -128,7 +128,7 @@ def _dry_run(cells: Sequence[Cell], data_dir: Path | None, out: Path) -> None:
         protocol = describe_protocol(protocol_of({"stream_config": cell.stream_config, "training": cell.training}))
         print(
             f"{cell.cell_id}  {cell.label()}  tags={','.join(cell.tags)}  protocol={protocol}  data={data}  "
-            f"est={hours:.3g}h"
+            f"eval={estimate.eval_seconds / 3600:.3g}h  est={hours:.3g}h"
         )
         tag = cell.tags[0] if cell.tags else ""
         hours_by_tag[tag] = hours_by_tag.get(tag, 0.0) + hours

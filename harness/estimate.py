@@ -49,6 +49,7 @@ class Estimate:
     seconds: float
     backbone_kind: str  # "fc" or "conv": what the method's speed is stated for
     speed_measured: bool  # False: the method states no speed on this backbone kind; the plain loop's was used
+    eval_seconds: float = 0.0  # the part of ``seconds`` spent evaluating (task inference included)
 
 
 @functools.lru_cache(maxsize=64)
@@ -128,8 +129,10 @@ def estimate_cell(cell: Cell) -> Estimate:
     method = METHODS.get(cell.method)
     speed = method.relative_speed.get(spec.kind)
     rate = plain_rate(spec.kind, flops)
-    seconds = train_samples * 3 * flops / (rate * (speed or 1.0)) + eval_samples * flops * inference / rate
+    train_seconds = train_samples * 3 * flops / (rate * (speed or 1.0))
     config = parse_config(method.Config, cell.method_config, cell.method)
     batches_per_task = math.ceil(per_task / training.eval_batch_size)
-    seconds += method.inference_seconds(config, cell.scenario, tasks_seen, batches_per_task, flops, spec.kind)
-    return Estimate(train_samples, eval_samples, seconds, spec.kind, speed is not None)
+    eval_seconds = eval_samples * flops * inference / rate
+    eval_seconds += method.inference_seconds(config, cell.scenario, tasks_seen, batches_per_task, flops, spec.kind)
+    seconds = train_seconds + eval_seconds
+    return Estimate(train_samples, eval_samples, seconds, spec.kind, speed is not None, eval_seconds)
