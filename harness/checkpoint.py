@@ -26,16 +26,16 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import random
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from results.store import write_bytes_atomic
 
 CHECKPOINTS = "checkpoints"
 PARTIAL = "partial"
@@ -77,20 +77,6 @@ def restore_random_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def _write_atomically(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 class Checkpoints:
     """When and where one cell saves its state; ``every_seconds`` 0 saves at every chance (tests)."""
 
@@ -109,7 +95,8 @@ class Checkpoints:
         buffer = io.BytesIO()
         torch.save({"format": FORMAT, "cell_id": self.cell_id, **state}, buffer)
         body = buffer.getvalue()
-        _write_atomically(self.path, hashlib.sha256(body).hexdigest().encode() + body)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(self.path, hashlib.sha256(body).hexdigest().encode() + body)
         self.last = time.monotonic()
         self.saved += 1
 

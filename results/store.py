@@ -166,6 +166,10 @@ def write_text_atomic(path: Path, text: str) -> None:
     _replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    _replace_atomically(path, lambda tmp: tmp.write_bytes(data))
+
+
 class ResultStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
