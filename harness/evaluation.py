@@ -3,7 +3,7 @@ writes down. The training loop (harness.runner.Loop) decides when; this decides 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -14,19 +14,43 @@ from results.rows import EvalRow, as_record
 from scenarios.streams import Stream
 from scenarios.taxonomy import Rules, to_label_space
 
+Tagged = tuple[int, Tensor, Tensor]  # (task, inputs, local labels) of one test batch
+
 Measures = dict[str, tuple[float, int]]  # metric -> (value, test examples behind it)
-GROUP_BATCHES = 128  # test batches handed to a method at once (``Method.predict_many``), so it can batch across them
+GROUP_ELEMENTS = 2**25  # input elements (128 MiB as float32) of the test batches handed to a method at once
+GROUP_BATCHES = 1024  # and at most this many batches (``Method.predict_many``), so it can batch across them
 
 
-def grouped(batches: Iterator[tuple[Tensor, Tensor]], size: int) -> Iterator[list[tuple[Tensor, Tensor]]]:
-    group: list[tuple[Tensor, Tensor]] = []
+def grouped(batches: Iterator[Tagged], split_tasks: bool) -> Iterator[list[Tagged]]:
+    """Consecutive test batches in groups of at most GROUP_ELEMENTS input elements and GROUP_BATCHES batches
+    (a single larger batch goes alone); with ``split_tasks`` a group never holds two tasks' batches."""
+    group: list[Tagged] = []
+    elements = 0
     for batch in batches:
-        group.append(batch)
-        if len(group) == size:
+        full = elements + batch[1].numel() > GROUP_ELEMENTS or len(group) == GROUP_BATCHES
+        if group and (full or (split_tasks and batch[0] != group[-1][0])):
             yield group
-            group = []
+            group, elements = [], 0
+        group.append(batch)
+        elements += batch[1].numel()
     if group:
         yield group
+
+
+class Tally:
+    """One task's right answers so far, kept on the device so that scoring never waits for it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.task_correct = torch.zeros((), device=device, dtype=torch.long)
+        self.n = 0
+        self.inferred_any = False
+
+    def measures(self) -> Measures:
+        metrics = {"accuracy": (self.correct.item() / max(self.n, 1), self.n)}
+        if self.inferred_any:
+            metrics["task_inference_accuracy"] = (self.task_correct.item() / max(self.n, 1), self.n)
+        return metrics
 
 
 class Evaluator:
@@ -43,31 +67,35 @@ class Evaluator:
         """A task's local labels in the label space the method predicts over."""
         return to_label_space(local, task, self.labels.classes_per_task, self.labels.shared)
 
-    @torch.enable_grad()
     def measure(self, task: int, limit: int | None) -> Measures:
         """Accuracy on a task's test set, and task-inference accuracy where the task is hidden and inferable."""
-        visible = task if self.rules.task_at_test else None
-        correct = torch.zeros((), device=self._device(), dtype=torch.long)
-        task_correct = torch.zeros((), device=self._device(), dtype=torch.long)
-        n = 0
-        inferred_any = False
-        for group in grouped(self.stream.test_batches(task, self.batch_size, limit), GROUP_BATCHES):
-            predictions = self.method.predict_many([x for x, _ in group], visible)
-            if len(predictions) != len(group):
-                raise ValueError(
-                    f"method {self.method.name} gave {len(predictions)} predictions for {len(group)} test batches"
-                )
-            for (x, local), prediction in zip(group, predictions, strict=True):
+        return self.measure_all([task], limit)[task]
+
+    @torch.enable_grad()
+    def measure_all(self, tasks: Sequence[int], limit: int | None) -> dict[int, Measures]:
+        """``measure`` of each task. Where the task is hidden at test, a method cannot tell the tasks' batches
+        apart anyway, so its groups of batches span tasks (and SupSup unpacks its masks once per group)."""
+        tallies = {task: Tally(self._device()) for task in tasks}
+        tagged = (
+            (task, x, local) for task in tasks for x, local in self.stream.test_batches(task, self.batch_size, limit)
+        )
+        for group in grouped(tagged, split_tasks=self.rules.task_at_test):
+            visible = group[0][0] if self.rules.task_at_test else None
+            predictions = iter(self.method.predict_many([x for _, x, _ in group], visible))
+            for task, x, local in group:
+                prediction = next(predictions, None)
+                if prediction is None:
+                    raise ValueError(f"method {self.method.name} gave fewer predictions than {len(group)} test batches")
                 right, right_task = self._score(x, local, prediction, task, visible)
-                correct += right
+                tally = tallies[task]
+                tally.correct += right
                 if right_task is not None:
-                    task_correct += right_task
-                    inferred_any = True
-                n += len(x)
-        metrics = {"accuracy": (correct.item() / max(n, 1), n)}
-        if inferred_any:
-            metrics["task_inference_accuracy"] = (task_correct.item() / max(n, 1), n)
-        return metrics
+                    tally.task_correct += right_task
+                    tally.inferred_any = True
+                tally.n += len(x)
+            if next(predictions, None) is not None:
+                raise ValueError(f"method {self.method.name} gave more predictions than {len(group)} test batches")
+        return {task: tally.measures() for task, tally in tallies.items()}
 
     def _score(
         self, x: Tensor, local: Tensor, prediction: Prediction, task: int, visible: int | None

@@ -228,8 +228,8 @@ class Loop:
         if self.last_loss is not None:
             self.record(segment.index, segment.task, "train_loss", self.last_loss.item(), self.training.batch_size)
         limit = self.training.eval_samples or None
-        for task in self.seen:
-            for metric, (value, n) in self.evaluator.measure(task, limit).items():
+        for task, measures in self.evaluator.measure_all(self.seen, limit).items():
+            for metric, (value, n) in measures.items():
                 self.record(segment.index, task, metric, value, n)
         self.record(segment.index, -1, "storage_bytes", sum(self.method.storage().values()), 0)
         for name, value in self.method.diagnostics().items():

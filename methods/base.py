@@ -259,10 +259,12 @@ class Method(ABC):
     def predict(self, x: Tensor, task: int | None) -> Prediction:
         """Logits over the label space. Use ``torch.no_grad`` unless inference needs gradients."""
 
-    def predict_many(self, batches: Sequence[Tensor], task: int | None) -> list[Prediction]:
-        """``predict`` of each of several test batches of one task. A method whose per-batch work batches across
-        them (SupSup's One-Shot) overrides this; the results must be those of ``predict``, batch by batch."""
-        return [self.predict(x, task) for x in batches]
+    def predict_many(self, batches: Sequence[Tensor], task: int | None) -> Iterable[Prediction]:
+        """``predict`` of each of several test batches, in order: all of task ``task`` when it is given; when it
+        is hidden (None), batches of any tasks, mixed. A method whose per-batch work batches across them
+        (SupSup's One-Shot) overrides this; the results must be those of ``predict``, batch by batch. Yield
+        them lazily where they are large (k*l logits): the evaluator scores each one as it comes."""
+        return (self.predict(x, task) for x in batches)
 
     @abstractmethod
     def storage(self) -> dict[str, int]:

@@ -210,6 +210,25 @@ class MaskBank:
         parts = [self._unpacked(packed, vector.dtype) @ vector for packed in self._chunks(rows)]
         return torch.cat(parts) if parts else vector.new_zeros(0)
 
+    def bilinear(self, weight: Tensor, inputs: Tensor, deltas: Tensor, rows: Tensor | None = None) -> Tensor:
+        """``deltas[n] . ((weight * M_rows[i]) @ inputs[n])`` for every row ``i`` and example ``n``, shape
+        (rows, N): the per-example gradient of a linear layer's superposition with respect to alpha, without
+        forming any per-example (N x |W|) tensor. Each chunk of masks is unpacked once for all N examples and
+        applied as one matrix product (chunk*out x in) by (in x N); the N examples go in slices so the products
+        stay within CHUNK_ELEMENTS."""
+        out_features = weight.shape[0]
+        parts = []
+        for packed in self._chunks(rows):
+            masked = self._unpacked(packed, weight.dtype).view(len(packed), *weight.shape).mul_(weight)
+            flat = masked.view(-1, weight.shape[1])
+            per_slice = max(1, CHUNK_ELEMENTS // len(flat))
+            scores = [
+                (flat @ x.T).view(len(packed), out_features, -1).mul_(d.T).sum(1)
+                for x, d in zip(inputs.split(per_slice), deltas.split(per_slice), strict=True)
+            ]
+            parts.append(torch.cat(scores, 1))
+        return torch.cat(parts) if parts else weight.new_zeros(0, len(inputs))
+
     def nbytes(self) -> int:
         return self.count * self.row_bytes
 

@@ -67,6 +67,23 @@ def test_superposed_masks_and_their_alpha_gradient_match_a_dense_stack(monkeypat
     assert torch.allclose(alpha.grad, dense_alpha.grad, atol=1e-5)
 
 
+@pytest.mark.parametrize("rows", [None, [4, 0, 2]])
+def test_bilinear_projection_is_each_examples_weight_gradient_on_each_mask(monkeypatch, rows) -> None:  # noqa: ANN001
+    monkeypatch.setattr(supermask, "CHUNK_ELEMENTS", 24)  # chunks of two masks, and examples in slices of four
+    torch.manual_seed(1)
+    weight, inputs, deltas = torch.randn(3, 4), torch.randn(9, 4), torch.randn(9, 3)
+    masks = torch.rand(5, 3, 4) < 0.5
+    bank = MaskBank((3, 4), torch.device("cpu"))
+    for mask in masks:
+        bank.append(mask)
+    chosen = torch.arange(5) if rows is None else torch.tensor(rows)
+    got = bank.bilinear(weight, inputs, deltas, None if rows is None else chosen)
+    per_example = deltas[:, :, None] * inputs[:, None, :] * weight  # d (delta . W x) / d W, example by example
+    expected = torch.einsum("noi,koi->kn", per_example, masks[chosen].float())
+    assert got.shape == (len(chosen), len(inputs))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_uniform_superposition_uses_the_kept_counts() -> None:
     bank = MaskBank((2, 3), torch.device("cpu"))
     masks = torch.rand(4, 2, 3) < 0.5
@@ -342,7 +359,7 @@ def test_one_shot_over_many_test_batches_infers_what_it_infers_batch_by_batch(sc
     for task in range(loop.stream.num_tasks):
         batches = [x for x, _ in loop.stream.test_batches(task, 8)]
         one_by_one = [method.predict(x, None) for x in batches]
-        together = method.predict_many(batches, None)
+        together = list(method.predict_many(batches, None))
         for alone, batched in zip(one_by_one, together, strict=True):
             assert torch.equal(alone.logits, batched.logits)  # the same mask chose, so the same logits
             if alone.task is not None:
