@@ -189,24 +189,25 @@ def inference(args: argparse.Namespace) -> None:
 
     group = GROUP_ELEMENTS // x.numel()
     batches = [torch.rand(128, 1, 28, 28) for _ in range(group)]
-    print(f"One-Shot across {group} test batches at once (Method.predict_many), amortised per test batch")
+    print(f"Task inference across {group} test batches at once (Method.predict_many), amortised per test batch")
     print("  algorithm  masks  infer-ms  infer+classify-ms  peak-RSS-MB  same-as-per-batch")
-    for k in (10, 100, 1000, 2500):
-        supsup = model(k, "one_shot")
-        alone = [int(supsup.predict(x, None).task[0]) for x in batches[:8]]
-        memory = PeakMemory(torch.device("cpu"))
-        started = time.perf_counter()
-        slots = supsup.infer_slots(batches)
-        inferred = (time.perf_counter() - started) / len(batches)
-        started = time.perf_counter()
-        together = [int(p.task[0]) for p in supsup.predict_many(batches, None)]
-        elapsed = (time.perf_counter() - started) / len(batches)
-        same = alone == together[:8] and slots == together
-        print(
-            f"  one_shot* {k:6d} {inferred * 1000:9.1f} {elapsed * 1000:18.1f} "
-            f"{memory.peak_bytes() / 2**20:12.0f} {same!s:>18s}"
-        )
-        del supsup
+    for method, masks in (("one_shot", (10, 100, 1000, 2500)), ("binary", (10, 100, 1000))):
+        for k in masks:
+            supsup = model(k, method)
+            alone = [int(supsup.predict(x, None).task[0]) for x in batches[:8]]
+            memory = PeakMemory(torch.device("cpu"))
+            started = time.perf_counter()
+            slots = supsup.infer_slots(batches)
+            inferred = (time.perf_counter() - started) / len(batches)
+            started = time.perf_counter()
+            together = [int(p.task[0]) for p in supsup.predict_many(batches, None)]
+            elapsed = (time.perf_counter() - started) / len(batches)
+            same = alone == together[:8] and slots == together
+            print(
+                f"  {method + '*':9s} {k:6d} {inferred * 1000:9.1f} {elapsed * 1000:18.1f} "
+                f"{memory.peak_bytes() / 2**20:12.0f} {same!s:>18s}"
+            )
+            del supsup
     supsup = model(2500, "one_shot")
     before = PeakMemory(torch.device("cpu")).peak_bytes()
     memory = PeakMemory(torch.device("cpu"))

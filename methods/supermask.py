@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 CHUNK_ELEMENTS = 1 << 23  # unpacked mask elements per chunk (32 MB as float32): bounds inference memory
+SPARSE_BELOW = 0.75  # bilinear goes unit by unit when a side's nonzero fraction is below this (CPU only)
 _BIT_SHIFTS = torch.arange(8, dtype=torch.uint8)
 
 
@@ -117,18 +118,22 @@ def unpack_bits(packed: Tensor, numel: int, dtype: torch.dtype = torch.float32) 
     return bits.flatten(-2)[..., :numel].to(dtype)
 
 
-_WORKSPACES: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
+_WORKSPACES: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor, Tensor]] = {}
 
 
-def _workspace(device: torch.device, dtype: torch.dtype, bits: int, values: int) -> tuple[Tensor, Tensor]:
-    """Buffers for one chunk of unpacked bits (uint8) and values, kept per device and dtype and grown on demand."""
+def _workspace(device: torch.device, dtype: torch.dtype, indices: int, values: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Buffers for one chunk of packed bytes as int64 indices and of unpacked values, kept per device and dtype and
+    grown on demand, and the (256 x 8) table of every byte's bits: a table lookup unpacks 2.4x faster than
+    shifting (0.26 against 0.64 ns per entry on these CPUs)."""
     key = (device, dtype)
     held = _WORKSPACES.get(key)
-    if held is None or held[0].numel() < bits or held[1].numel() < values:
-        sizes = (bits, values) if held is None else (max(bits, held[0].numel()), max(values, held[1].numel()))
+    if held is None or held[0].numel() < indices or held[1].numel() < values:
+        sizes = (indices, values) if held is None else (max(indices, held[0].numel()), max(values, held[1].numel()))
+        table = ((torch.arange(256, dtype=torch.uint8)[:, None] >> _BIT_SHIFTS) & 1).to(device, dtype)
         held = (
-            torch.empty(sizes[0], dtype=torch.uint8, device=device),
+            torch.empty(sizes[0], dtype=torch.int64, device=device),
             torch.empty(sizes[1], dtype=dtype, device=device),
+            table,
         )
         _WORKSPACES[key] = held
     return held
@@ -149,6 +154,11 @@ class MaskBank:
         self.count = 0
         self.ones = torch.zeros(self.numel, dtype=torch.int32, device=device)
         self.versions: list[int] = []  # bumped on every write to a slot: lets callers cache per-slot results
+        self._transposed: MaskBank | None = None  # built on demand by transposed()
+        self._transposed_versions: list[int] = []
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_transposed": None, "_transposed_versions": []}  # a cache: not checkpointed
 
     @property
     def device(self) -> torch.device:
@@ -156,6 +166,7 @@ class MaskBank:
 
     def to(self, device: torch.device) -> None:
         self.bits, self.ones = self.bits.to(device), self.ones.to(device)
+        self._transposed, self._transposed_versions = None, []
 
     def append(self, mask: Tensor) -> int:
         """Store a new mask; returns its slot."""
@@ -186,14 +197,14 @@ class MaskBank:
         return [self.bits[part] for part in rows.split(size)]
 
     def _unpacked(self, packed: Tensor, dtype: torch.dtype) -> Tensor:
-        """Unpack into a reused workspace: the glibc heap grows without bound if every chunk allocates afresh."""
+        """Whole packed rows as (rows x numel) values, in a reused workspace: the glibc heap grows without bound
+        if every chunk allocates afresh."""
         rows = len(packed)
-        bits, values = _workspace(self.device, dtype, rows * self.row_bytes * 8, rows * self.numel)
-        bits = bits[: rows * self.row_bytes * 8].view(rows, self.row_bytes, 8)
-        torch.bitwise_right_shift(packed.unsqueeze(-1), _BIT_SHIFTS.to(self.device), out=bits)
-        bits.bitwise_and_(1)
+        if self.numel == self.row_bytes * 8:
+            return self._unpacked_bytes(packed, dtype)
+        _, values, table = _workspace(self.device, dtype, 0, rows * self.numel)
         values = values[: rows * self.numel].view(rows, self.numel)
-        values.copy_(bits.view(rows, -1)[:, : self.numel])
+        values.copy_(table[packed.long()].view(rows, -1)[:, : self.numel])  # the last byte is part padding
         return values
 
     def mix(self, alpha: Tensor, rows: Tensor | None = None) -> Tensor:
@@ -213,9 +224,24 @@ class MaskBank:
     def bilinear(self, weight: Tensor, inputs: Tensor, deltas: Tensor, rows: Tensor | None = None) -> Tensor:
         """``deltas[n] . ((weight * M_rows[i]) @ inputs[n])`` for every row ``i`` and example ``n``, shape
         (rows, N): the per-example gradient of a linear layer's superposition with respect to alpha, without
-        forming any per-example (N x |W|) tensor. Each chunk of masks is unpacked once for all N examples and
-        applied as one matrix product (chunk*out x in) by (in x N); the N examples go in slices so the products
-        stay within CHUNK_ELEMENTS."""
+        forming any per-example (N x |W|) tensor.
+
+        Behind a ReLU most of either side is exactly zero (inactive units have zero deltas; a ReLU's outputs
+        are half zeros), so on the CPU, where reading the fraction costs no device sync, the sparser side is
+        walked unit by unit (``_by_unit``) when it is sparse enough; otherwise every mask is applied densely
+        (``_dense_bilinear``). Both give the same sums, up to float reassociation."""
+        if self.device.type == "cpu" and len(self.shape) == 2 and len(inputs):
+            delta_density = float(deltas.count_nonzero()) / deltas.numel()
+            input_density = float(inputs.count_nonzero()) / inputs.numel()
+            if min(delta_density, input_density) < SPARSE_BELOW:
+                if delta_density <= input_density:
+                    return self._by_unit(weight, inputs, deltas, rows)
+                return self.transposed()._by_unit(weight.T, deltas, inputs, rows)
+        return self._dense_bilinear(weight, inputs, deltas, rows)
+
+    def _dense_bilinear(self, weight: Tensor, inputs: Tensor, deltas: Tensor, rows: Tensor | None) -> Tensor:
+        """Each chunk of masks unpacked once for all N examples and applied as one matrix product (chunk*out x
+        in) by (in x N); the N examples go in slices so the products stay within CHUNK_ELEMENTS."""
         out_features = weight.shape[0]
         parts = []
         for packed in self._chunks(rows):
@@ -228,6 +254,125 @@ class MaskBank:
             ]
             parts.append(torch.cat(scores, 1))
         return torch.cat(parts) if parts else weight.new_zeros(0, len(inputs))
+
+    def _by_unit(self, weight: Tensor, inputs: Tensor, deltas: Tensor, rows: Tensor | None) -> Tensor:
+        """``bilinear`` one output unit ``o`` at a time, over only the examples whose ``deltas[:, o]`` is nonzero:
+        ``(deltas[S, o] * inputs[S] * weight[o]) @ M[:, o, :].T`` added into rows S of the (N x masks) result.
+        The units' mask columns are unpacked for all masks at once, a byte-aligned block of units at a time
+        (``8 / gcd(in, 8)`` units fill whole bytes), so the products are (|S| x in) by (in x masks)."""
+        units, width = self.shape
+        count = self.count if rows is None else len(rows)
+        result = weight.new_zeros(len(inputs), count)
+        if count == 0:
+            return result.T
+        active = deltas != 0
+        examples = active.T.nonzero()[:, 1].split(active.sum(0).tolist())  # per unit, its active examples
+        aligned = 8 // math.gcd(width, 8)
+        step = max(aligned, CHUNK_ELEMENTS // (count * width) // aligned * aligned)
+        for first in range(0, units, step):
+            last = min(first + step, units)
+            if not any(len(examples[unit]) for unit in range(first, last)):
+                continue
+            start, stop = first * width // 8, min(-(-last * width // 8), self.row_bytes)
+            packed = self.bits[: self.count, start:stop] if rows is None else self.bits[rows, start:stop]
+            columns = self._unpacked_bytes(packed, weight.dtype)
+            for unit in range(first, last):
+                chosen = examples[unit]
+                if len(chosen) == 0:
+                    continue
+                offset = (unit - first) * width
+                factors = inputs[chosen] * deltas[chosen, unit : unit + 1] * weight[unit]
+                result.index_add_(0, chosen, factors @ columns[:, offset : offset + width].T)
+        return result.T
+
+    def _unpacked_bytes(self, packed: Tensor, dtype: torch.dtype) -> Tensor:
+        """Any (rows x bytes) block of packed bits as (rows x 8*bytes) values, by table lookup in a reused
+        workspace."""
+        rows, width = packed.shape
+        indices, values, table = _workspace(self.device, dtype, rows * width, rows * width * 8)
+        indices = indices[: rows * width].view(rows, width)
+        indices.copy_(packed)
+        values = values[: rows * width * 8].view(rows * width, 8)
+        torch.index_select(table, 0, indices.view(-1), out=values)
+        return values.view(rows, width * 8)
+
+    def transposed(self) -> MaskBank:
+        """The same masks stored transposed (shape (in, out)), kept up to date slot by slot through ``versions``:
+        the input side of ``bilinear`` needs each input unit's column of every mask as whole bytes."""
+        if self._transposed is None:
+            self._transposed = MaskBank((self.shape[1], self.shape[0]), self.device)
+            self._transposed_versions = []
+        view, seen = self._transposed, self._transposed_versions
+        for slot in range(self.count):
+            if slot < len(seen) and seen[slot] == self.versions[slot]:
+                continue
+            mask = self.mask(slot).T
+            if slot < view.count:
+                view.replace(slot, mask)
+                seen[slot] = self.versions[slot]
+            else:
+                view.append(mask)
+                seen.append(self.versions[slot])
+        return view
+
+    def _candidate_chunks(self, weight: Tensor, alpha: Tensor, group: Tensor, rows: Tensor | None):  # noqa: ANN202
+        """For ``mixed_forward`` and ``mixed_backward``: chunks of masks, each as (weight * masks (c x out x in),
+        its columns of alpha, examples (c x L): for each mask the examples whose alpha on it is nonzero, padded
+        with example 0, and their weights (c x L), 0 on the padding). Masks no example uses are skipped; a chunk
+        holds at most CHUNK_ELEMENTS unpacked entries and c * L * max(out, in) gathered ones."""
+        first = 0
+        for packed in self._chunks(rows):
+            columns = torch.arange(first, first + len(packed), device=alpha.device)
+            first += len(packed)
+            used = alpha[:, columns] != 0  # batches x c
+            if not bool(used.any()):
+                continue
+            masked = self._unpacked(packed, alpha.dtype).view(len(packed), *self.shape).mul_(weight)
+            per_mask = used[group]  # examples x c
+            counts = per_mask.sum(0)
+            longest = int(counts.max())
+            per_part = max(1, CHUNK_ELEMENTS // max(1, longest * max(self.shape)))
+            order = torch.argsort((~per_mask).to(torch.uint8), dim=0, stable=True)[:longest].T  # users first
+            for start in range(0, len(packed), per_part):
+                part = slice(start, start + per_part)
+                if not bool(counts[part].any()):
+                    continue
+                examples = order[part]
+                valid = torch.arange(longest, device=alpha.device) < counts[part, None]
+                weights = alpha[group[examples], columns[part, None]] * valid
+                yield masked[part], columns[part], examples, weights
+
+    def mixed_forward(self, weight: Tensor, x: Tensor, alpha: Tensor, group: Tensor, rows: Tensor | None) -> Tensor:
+        """``(weight * sum_i alpha[group[n], i] M_rows[i]) @ x[n]`` for every example n: a superposition of its
+        own per group of examples (Binary's rounds, one group per test batch), each mask applied only to the
+        examples that use it, as a batched matrix product."""
+        out = x.new_zeros(len(x), self.shape[0])
+        for masked, _, examples, weights in self._candidate_chunks(weight, alpha, group, rows):
+            outputs = torch.bmm(x[examples], masked.transpose(1, 2)).mul_(weights[..., None])
+            out.index_add_(0, examples.flatten(), outputs.view(-1, self.shape[0]))
+        return out
+
+    def mixed_backward(
+        self,
+        weight: Tensor,
+        x: Tensor,
+        alpha: Tensor,
+        group: Tensor,
+        rows: Tensor | None,
+        grad_out: Tensor,
+        for_inputs: bool = True,
+    ) -> tuple[Tensor | None, Tensor]:
+        """The gradients of ``mixed_forward`` for x and for alpha. That for alpha is exact on alpha's nonzero
+        entries, ``sum_{n in group b} grad_out[n] . ((weight * M_i) @ x[n])``, and left 0 elsewhere."""
+        grad_x, grad_alpha = torch.zeros_like(x) if for_inputs else None, torch.zeros_like(alpha)
+        for masked, columns, examples, weights in self._candidate_chunks(weight, alpha, group, rows):
+            inputs = x[examples]
+            back = torch.bmm(grad_out[examples], masked)  # c x L x in
+            if grad_x is not None:
+                grad_x.index_add_(0, examples.flatten(), (back * weights[..., None]).view(-1, self.shape[1]))
+            scores = (back * inputs).sum(-1) * (weights != 0)
+            grad_alpha.index_put_((group[examples], columns[:, None].expand_as(examples)), scores, accumulate=True)
+        return grad_x, grad_alpha
 
     def nbytes(self) -> int:
         return self.count * self.row_bytes
@@ -255,6 +400,26 @@ class Superimpose(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None, None]:  # noqa: ANN001
         (weight,) = ctx.saved_tensors
         return ctx.bank.project((grad * weight).flatten(), ctx.rows), None, None, None, None
+
+
+class MixedSuperimpose(torch.autograd.Function):
+    """A linear layer whose examples each apply their own superposition of masks, ``alpha[group[n]]`` (a row of
+    alpha per group of examples): ``MaskBank.mixed_forward``. Differentiable in the inputs and, on alpha's
+    nonzero entries, in alpha."""
+
+    @staticmethod
+    def forward(
+        ctx, x: Tensor, alpha: Tensor, weight: Tensor, bank: MaskBank, rows: Tensor | None, group: Tensor
+    ) -> Tensor:  # noqa: ANN001, E501
+        ctx.bank, ctx.rows = bank, rows
+        ctx.save_for_backward(x, alpha, weight, group)
+        return bank.mixed_forward(weight, x, alpha, group, rows)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None, None, None]:  # noqa: ANN001
+        x, alpha, weight, group = ctx.saved_tensors
+        grad_x, grad_alpha = ctx.bank.mixed_backward(weight, x, alpha, group, ctx.rows, grad, ctx.needs_input_grad[0])
+        return grad_x, grad_alpha, None, None, None, None
 
 
 def csc16_bytes(mask: Tensor) -> int:

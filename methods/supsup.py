@@ -56,6 +56,7 @@ from methods.base import SCENARIO_NAMES, BuildContext, Method, Prediction, Repla
 from methods.norms import batch_statistics, normalise
 from methods.supermask import (
     MaskBank,
+    MixedSuperimpose,
     Superimpose,
     ThresholdMask,
     TopFractionMask,
@@ -69,6 +70,8 @@ from methods.supermask import (
 from methods.task_inference import (
     Objective,
     binary,
+    binary_rounds,
+    halve,
     is_uncertain,
     objective_per_example,
     objective_value,
@@ -77,7 +80,12 @@ from methods.task_inference import (
 )
 
 SEED_BYTES = 8
-INFERENCE_IMAGES_AT_ONCE = 4096  # images per forward-backward pass of batched One-Shot (masks unpacked once per pass)
+# Batched inference costs per inference image what the per-batch path costs per batch over a mixed weight, so it
+# pays only for few images per batch. `python bench/supsup.py inference` (LeNet 300-100, k = 1000, 2 cores): One-Shot
+# 5.3 / 10.3 / 18.9 ms per batch at 1 / 4 / 8 images against 136-168 per batch, 276 against 136 at all 128;
+# Binary 82 / 347 / 619 at 1 / 4 / 8 against 614-740.
+BATCHED_IMAGES_AT_MOST = {"one_shot": 32, "binary": 4}
+INFERENCE_IMAGES_AT_ONCE = 4096  # images per forward-backward pass of batched inference (masks unpacked once per pass)
 
 
 @dataclass(frozen=True)
@@ -109,10 +117,11 @@ class MaskState:
     """Which mask every layer of one network applies: the training scores, a stored slot, or a superposition."""
 
     def __init__(self) -> None:
-        self.mode: Literal["train", "slot", "superpose"] = "train"
+        self.mode: Literal["train", "slot", "superpose", "mixed"] = "train"
         self.slot = 0
-        self.alpha: Tensor | None = None
+        self.alpha: Tensor | None = None  # superpose: (candidates,); mixed: (groups x candidates)
         self.rows: Tensor | None = None
+        self.group: Tensor | None = None  # mixed: each example's row of alpha
 
 
 class MaskedLayer(nn.Module):
@@ -164,6 +173,8 @@ class MaskedLayer(nn.Module):
             weight = self.weight * mask
         elif state.mode == "slot":
             weight = self.weight * self.slot_mask(state.slot)
+        elif state.mode == "mixed":  # a superposition per group of examples: linear layers only (_batches_inference)
+            return MixedSuperimpose.apply(x, state.alpha, self.weight, self.bank, state.rows, state.group)
         else:
             assert state.alpha is not None
             uniform = state.rows is None and len(state.alpha) == self.bank.count
@@ -292,8 +303,15 @@ class SupermaskKit:
         return layer
 
 
-MASK_SECONDS_PER_FLOP = 0.236 / 1000 / 5.32e5  # bench/supsup.py inference, LeNet 300-100 (5.32e5 FLOPs)
-BATCHED_ONE_SHOT_FACTOR = 0.03  # One-Shot across 334 test batches (predict_many): 7.1 of 169 ms at k=1000, 14.2 at 2500
+MASK_SECONDS_PER_FLOP = 0.134 / 1000 / 5.32e5  # bench/supsup.py inference, LeNet 300-100 (5.32e5 FLOPs)
+# Per test batch, relative to One-Shot batch by batch (the same benchmark, one run, 1,000 masks): Binary batch by
+# batch 557 against 134 ms; across 334 test batches One-Shot 4.9 ms and Binary 69.1 ms, classification included.
+INFERENCE_FACTORS = {
+    ("one_shot", False): 1.0,
+    ("binary", False): 4.1,
+    ("one_shot", True): 0.037,
+    ("binary", True): 0.51,
+}
 
 
 @register_method("supsup")
@@ -311,14 +329,15 @@ class SupSup(Method):
         flops: float,
         kind: str = "fc",
     ) -> float:
-        """One-Shot superposes every stored mask for each test batch: per batch and mask, in proportion to the
-        net's FLOPs, 0.236 s per batch for 1,000 LeNet 300-100 masks (bench/supsup.py inference); 3 % of that
-        where it batches across test batches (One-Shot on networks of linear layers, classification included:
-        7.1 against 169 ms per batch at 1,000 masks, 14.2 at 2,500, in one run of the same benchmark)."""
+        """Task inference superposes every stored mask for each test batch: per batch and mask, in proportion to
+        the net's FLOPs, 0.134 s per batch for 1,000 LeNet 300-100 masks with One-Shot (bench/supsup.py
+        inference), times ``INFERENCE_FACTORS`` for Binary and for inference batched across test batches
+        (networks of linear layers inferring from few images, ``BATCHED_IMAGES_AT_MOST``)."""
         if scenario == "GG":
             return 0.0
-        batched = config.inference == "one_shot" and kind == "fc"
-        factor = BATCHED_ONE_SHOT_FACTOR if batched else 1.0
+        images = config.inference_images or 128  # 0: the whole test batch
+        batched = kind == "fc" and images <= BATCHED_IMAGES_AT_MOST[config.inference]
+        factor = INFERENCE_FACTORS[(config.inference, batched)]
         return sum(k * batches_per_task * k for k in tasks_seen) * MASK_SECONDS_PER_FLOP * flops * factor
 
     version = "1"
@@ -516,12 +535,13 @@ class SupSup(Method):
                 return binary(forward, count, self._objective, self.device)
             return one_shot(forward, count, self._objective, self.device)[0]
 
-    def _batches_one_shot(self) -> bool:
-        """Whether One-Shot can run over several test batches at once with the per-batch result: the examples of
-        a batch must not mix (no batch norm) and the per-example weight gradients be outer products (linear
-        layers). Binary keeps its per-batch path: each batch narrows its own candidates."""
+    def _batches_inference(self, batch_size: int) -> bool:
+        """Whether task inference runs over several test batches at once: it gives the per-batch result when the
+        examples of a batch do not mix (no batch norm) and the per-example weight gradients are outer products
+        (linear layers), and it is faster when few images per batch decide (``BATCHED_IMAGES_AT_MOST``)."""
         linear = all(isinstance(layer, MaskedLinear) for layer in self.layers)
-        return self.config.inference == "one_shot" and not self.norms and linear
+        images = min(self.config.inference_images or batch_size, batch_size)
+        return not self.norms and linear and images <= BATCHED_IMAGES_AT_MOST[self.config.inference]
 
     def _alpha_gradients(self, x: Tensor, count: int, rows: Tensor | None) -> Tensor:
         """``d objective_n / d alpha_i`` at alpha = 1/count for every example n, shape (count, N): one backward
@@ -548,7 +568,9 @@ class SupSup(Method):
         return gradient
 
     def infer_slots(self, batches: Sequence[Tensor]) -> list[int]:
-        """``infer_slot`` of every batch, One-Shot over all their inference images at once (issue 15)."""
+        """``infer_slot`` of every batch, over all their inference images at once (issue 15). One-Shot: one
+        gradient at the uniform superposition. Binary: that gradient halves every batch's candidates in its first
+        round; each later round superposes each batch's own survivors (``MixedSuperimpose``)."""
         count = self.allocated
         rows = None if count == self.layers[0].bank.count else torch.arange(count, device=self.device)
         n = self.config.inference_images
@@ -557,7 +579,52 @@ class SupSup(Method):
         parts = images.split(INFERENCE_IMAGES_AT_ONCE)
         gradient = torch.cat([self._alpha_gradients(part, count, rows) for part in parts], 1)
         scores = [-part.mean(1) for part in gradient.split(sizes, 1)]  # a batch's objective is its images' mean
-        return [int(score.argmax()) for score in scores]
+        if self.config.inference == "one_shot":
+            return [int(score.argmax()) for score in scores]
+        everyone = torch.arange(count, device=self.device)
+        candidates = [halve(everyone, score) if count > 1 else everyone for score in scores]
+        per_batch = list(images.split(sizes))
+        for _ in range(binary_rounds(count) - 1):
+            undecided = [b for b, held in enumerate(candidates) if len(held) > 1]
+            for group in self._groups_of_images(undecided, sizes):
+                gradients = self._mixed_alpha_gradients([per_batch[b] for b in group], [candidates[b] for b in group],
+                                                        count, rows)  # fmt: skip
+                for b, gradient_b in zip(group, gradients, strict=True):
+                    candidates[b] = halve(candidates[b], -gradient_b[candidates[b]])
+        return [int(held[0]) for held in candidates]
+
+    @staticmethod
+    def _groups_of_images(batches: list[int], sizes: list[int]) -> list[list[int]]:
+        """Consecutive batches in groups of at most INFERENCE_IMAGES_AT_ONCE images (at least one batch each)."""
+        groups: list[list[int]] = []
+        held = 0
+        for b in batches:
+            if not groups or held + sizes[b] > INFERENCE_IMAGES_AT_ONCE:
+                groups.append([])
+                held = 0
+            groups[-1].append(b)
+            held += sizes[b]
+        return groups
+
+    def _mixed_alpha_gradients(self, images: list[Tensor], candidates: list[Tensor], count: int,
+                               rows: Tensor | None) -> Tensor:  # fmt: skip
+        """Row b: ``d objective_b / d alpha`` for batch b at the uniform superposition of its ``candidates[b]``
+        (exact on those candidates, 0 elsewhere), all batches in one forward-backward pass."""
+        alpha = torch.zeros(len(images), count, device=self.device)
+        for b, held in enumerate(candidates):
+            alpha[b, held] = 1.0 / len(held)
+        alpha.requires_grad_(True)
+        sizes = torch.tensor([len(x) for x in images], device=self.device)
+        group = torch.repeat_interleave(torch.arange(len(images), device=self.device), sizes)
+        self.state.mode, self.state.alpha, self.state.rows, self.state.group = "mixed", alpha, rows, group
+        try:
+            with torch.enable_grad():
+                logits = self.net(torch.cat(images))
+                per_example = objective_per_example(self.config.objective, logits, self.classes)
+                (gradient,) = torch.autograd.grad((per_example / sizes[group]).sum(), alpha)
+        finally:
+            self.state.mode, self.state.alpha, self.state.rows, self.state.group = "train", None, None, None
+        return gradient
 
     def _logits_with(self, slot: int, x: Tensor) -> Tensor:
         self.state.mode, self.state.slot = "slot", slot
@@ -574,7 +641,8 @@ class SupSup(Method):
         return self._prediction_with(self.infer_slot(x), x)
 
     def predict_many(self, batches: Sequence[Tensor], task: int | None) -> Iterable[Prediction]:
-        if task is not None or self.allocated <= 1 or not self._batches_one_shot():
+        batch_size = max((len(x) for x in batches), default=0)
+        if task is not None or self.allocated <= 1 or not self._batches_inference(batch_size):
             return (self.predict(x, task) for x in batches)
         self._sync()
         slots = self.infer_slots(batches)

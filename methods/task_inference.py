@@ -98,18 +98,26 @@ def one_shot(
 def binary(forward: SuperposedForward, count: int, objective: Callable[[Tensor], Tensor], device: torch.device) -> int:
     """Halve the candidates by the gradient until one is left (Algorithm 2)."""
     rows = torch.arange(count, device=device)
-    for _ in range(math.ceil(math.log2(max(count, 1))) + 1):
+    for _ in range(binary_rounds(count)):
         if len(rows) == 1:
             break
-        score = alpha_gradient(forward, rows, len(rows), objective, device)
-        keep = score >= score.median()  # drops g_i <= median when the count is even; keeps the median if odd
-        if len(rows) % 2 == 0:
-            keep = score > score.median()
-        if not bool(keep.any()) or bool(keep.all()):  # ties: fall back on the steepest candidate
-            keep = score == score.max()
-            keep &= keep.cumsum(0) == 1
-        rows = rows[keep]
+        rows = halve(rows, alpha_gradient(forward, rows, len(rows), objective, device))
     return int(rows[0])
+
+
+def binary_rounds(count: int) -> int:
+    return math.ceil(math.log2(max(count, 1))) + 1
+
+
+def halve(rows: Tensor, score: Tensor) -> Tensor:
+    """One round of Algorithm 2: the candidates ``rows`` whose ``score`` (-gradient) is above the median."""
+    keep = score >= score.median()  # drops g_i <= median when the count is even; keeps the median if odd
+    if len(rows) % 2 == 0:
+        keep = score > score.median()
+    if not bool(keep.any()) or bool(keep.all()):  # ties: fall back on the steepest candidate
+        keep = score == score.max()
+        keep &= keep.cumsum(0) == 1
+    return rows[keep]
 
 
 def is_uncertain(score: Tensor, count: int, epsilon: float) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -67,21 +68,53 @@ def test_superposed_masks_and_their_alpha_gradient_match_a_dense_stack(monkeypat
     assert torch.allclose(alpha.grad, dense_alpha.grad, atol=1e-5)
 
 
+BILINEAR_PATHS = {  # (threshold for going unit by unit, which side has zeros): the path each pair takes
+    "dense": (0.0, "deltas"),
+    "by-delta-unit": (1.0, "deltas"),
+    "by-input-unit": (1.0, "inputs"),
+}
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (6, 5)])  # in = 5: a unit's mask row does not start on a byte
+@pytest.mark.parametrize("path", list(BILINEAR_PATHS))
 @pytest.mark.parametrize("rows", [None, [4, 0, 2]])
-def test_bilinear_projection_is_each_examples_weight_gradient_on_each_mask(monkeypatch, rows) -> None:  # noqa: ANN001
-    monkeypatch.setattr(supermask, "CHUNK_ELEMENTS", 24)  # chunks of two masks, and examples in slices of four
+def test_bilinear_projection_is_each_examples_weight_gradient_on_each_mask(monkeypatch, rows, path, shape) -> None:  # noqa: ANN001
+    monkeypatch.setattr(supermask, "CHUNK_ELEMENTS", 24)  # chunks of a few masks or units, examples in slices
+    threshold, sparse_side = BILINEAR_PATHS[path]
+    monkeypatch.setattr(supermask, "SPARSE_BELOW", threshold)
+    calls = []
+    original = MaskBank._by_unit
+    monkeypatch.setattr(MaskBank, "_by_unit", lambda bank, *a: calls.append(bank.shape) or original(bank, *a))
     torch.manual_seed(1)
-    weight, inputs, deltas = torch.randn(3, 4), torch.randn(9, 4), torch.randn(9, 3)
-    masks = torch.rand(5, 3, 4) < 0.5
-    bank = MaskBank((3, 4), torch.device("cpu"))
+    weight, inputs, deltas = torch.randn(*shape), torch.randn(9, shape[1]), torch.randn(9, shape[0])
+    sparse = deltas if sparse_side == "deltas" else inputs
+    sparse[torch.rand(sparse.shape) < 0.6] = 0  # as behind a ReLU; some units have no active example at all
+    sparse[:, 1] = 0
+    masks = torch.rand(5, *shape) < 0.5
+    bank = MaskBank(shape, torch.device("cpu"))
     for mask in masks:
         bank.append(mask)
+    if path == "by-input-unit":  # the transposed copy must follow a slot rewritten after it was built
+        bank.bilinear(weight, inputs, deltas)
+        masks[2] = ~masks[2]
+        bank.replace(2, masks[2])
     chosen = torch.arange(5) if rows is None else torch.tensor(rows)
     got = bank.bilinear(weight, inputs, deltas, None if rows is None else chosen)
     per_example = deltas[:, :, None] * inputs[:, None, :] * weight  # d (delta . W x) / d W, example by example
     expected = torch.einsum("noi,koi->kn", per_example, masks[chosen].float())
     assert got.shape == (len(chosen), len(inputs))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    transposed = (shape[1], shape[0])
+    assert calls[-1:] == {"dense": [], "by-delta-unit": [shape], "by-input-unit": [transposed]}[path]
+
+
+def test_mask_bank_checkpoints_without_its_transposed_cache() -> None:
+    bank = MaskBank((3, 4), torch.device("cpu"))
+    bank.append(torch.rand(3, 4) < 0.5)
+    bank.transposed()
+    restored = pickle.loads(pickle.dumps(bank))
+    assert restored._transposed is None
+    assert torch.equal(restored.transposed().mask(0), bank.mask(0).T)
 
 
 def test_uniform_superposition_uses_the_kept_counts() -> None:
@@ -344,17 +377,22 @@ BATCHED_CASES = [
     ("GNu", {"inference_images": 3}),
     ("GNs", {}),
     ("NNs", {}),
+    ("GNu", {"output_size": 10, "inference": "binary"}),
+    ("GNu", {"output_size": 10, "objective": "superfluous", "inference": "binary"}),
+    ("GNu", {"inference_images": 3, "inference": "binary"}),
+    ("GNs", {"inference": "binary"}),
+    ("NNs", {"inference": "binary"}),
 ]
 
 
 @pytest.mark.parametrize(("scenario", "settings"), BATCHED_CASES, ids=[f"{s}-{c}" for s, c in BATCHED_CASES])
-def test_one_shot_over_many_test_batches_infers_what_it_infers_batch_by_batch(scenario: str, settings: dict) -> None:
+def test_inference_over_many_test_batches_infers_what_it_infers_batch_by_batch(scenario: str, settings: dict) -> None:
     loop = trained_loop(scenario, settings)
     method = loop.method
     if scenario == "NNs":  # these tasks are too alike for it to allocate: take up three of its reserved masks
         method.allocated = 3
         assert method.layers[0].bank.count > 3  # so only some of the bank's rows are candidates
-    assert method._batches_one_shot() and method.allocated > 2
+    assert method._batches_inference(8) and method.allocated > 2
     inferred = wrong = 0
     for task in range(loop.stream.num_tasks):
         batches = [x for x, _ in loop.stream.test_batches(task, 8)]
