@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness import __version__
+
 if TYPE_CHECKING:
     from harness.cells import Cell
 
@@ -36,6 +38,7 @@ def _csv(value: str) -> tuple[str, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="A benchmark harness for continual learning.")
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a grid of cells (method x stream x scenario x backbone x seed)")
@@ -51,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", default=None, help="datasets in torchvision's layout (default: $HARNESS_DATA_DIR)")
     run.add_argument("--address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else local)")
     run.add_argument("--executor", choices=("ray", "inline"), default="ray", help="inline: one cell at a time here")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA where the node has a GPU"
+    )
     run.add_argument("--cpus-per-cell", type=int, default=1, help="CPUs (and torch threads) per cell")
     run.add_argument(
         "--checkpoint-every",
@@ -128,20 +133,21 @@ def _dry_run(cells: Sequence[Cell], data_dir: Path | None, out: Path) -> None:
         protocol = describe_protocol(protocol_of({"stream_config": cell.stream_config, "training": cell.training}))
         print(
             f"{cell.cell_id}  {cell.label()}  tags={','.join(cell.tags)}  protocol={protocol}  data={data}  "
-            f"eval={estimate.eval_seconds / 3600:.3g}h  est={hours:.3g}h"
+            f"eval={duration(estimate.eval_seconds)}  est={duration(estimate.seconds)}"
         )
         tag = cell.tags[0] if cell.tags else ""
         hours_by_tag[tag] = hours_by_tag.get(tag, 0.0) + hours
         cells_by_tag[tag] = cells_by_tag.get(tag, 0) + 1
-    print(f"\nby tag (estimated device-hours on {REFERENCE_DEVICE}):")
+    print(f"\nby tag (estimated device time on {REFERENCE_DEVICE}):")
     for tag, hours in hours_by_tag.items():
-        print(f"  {tag or '(untagged)'}: {cells_by_tag[tag]} cells, {hours:.3g} h")
+        print(f"  {tag or '(untagged)'}: {plural(cells_by_tag[tag], 'cell')}, {duration(hours * 3600)}")
     print("data:")
     for name, (present, where) in status.items():
         print(f"  {name}: {'present in ' + where if present else where}")
     if unmeasured:
         print(f"speed not measured, estimated at the plain loop's: {', '.join(sorted(unmeasured))}")
-    print(f"{len(cells)} cells; about {total:.1f} device-hours on {REFERENCE_DEVICE}; output: {out}")
+    about = f"about {duration(total * 3600)} of device time on {REFERENCE_DEVICE}"
+    print(f"{plural(len(cells), 'cell')}; {about}; output: {out}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -172,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     summary = run_grid(cells, options)
     print(
-        f"{summary.total} cells: {summary.done} done, {summary.failed} failed, "
+        f"{plural(summary.total, 'cell')}: {summary.done} done, {summary.failed} failed, "
         f"{summary.skipped} already finished; results in {out}"
     )
     for failure in summary.failures:
@@ -243,6 +249,22 @@ def _import_stopping_at_interrupts(modules: Sequence[str]) -> None:
     finally:
         if handled:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def duration(seconds: float) -> str:
+    """An estimate as a person reads it: ``0.4 s``, ``40 s``, ``12 min``, ``3.8 h``, ``41 h``."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    hours = seconds / 3600
+    return f"{hours:.1f} h" if hours < 10 else f"{hours:,.0f} h"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import harness.scheduler as scheduler
-from harness.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from harness import __version__
+from harness.cli import EXIT_BAD_INPUT, EXIT_OK, duration, main, plural
 from harness.grid import MAX_CELLS, grid_names
 from results.store import ResultStore
 
@@ -308,6 +309,23 @@ def test_unwritable_output_folder(capsys: pytest.CaptureFixture, tmp_path: Path)
     assert f"output folder {blocker / 'out'} cannot be written" in err
 
 
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(0.42, "0.4 s"), (42, "42 s"), (720, "12 min"), (13680, "3.8 h"), (147600, "41 h")]
+)
+def test_durations_read_as_a_person_would_write_them(seconds: float, shown: str) -> None:
+    assert duration(seconds) == shown
+
+
+def test_counts_are_plural_except_one() -> None:
+    assert (plural(1, "cell"), plural(2, "cell"), plural(1200, "cell")) == ("1 cell", "2 cells", "1,200 cells")
+
+
+def test_version_is_printed(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0 and capsys.readouterr().out.strip() == f"harness {__version__}"
+
+
 def test_dry_run_lists_cells_data_and_estimates_and_trains_nothing(
     capsys: pytest.CaptureFixture, tmp_path: Path, real_data_dir: Path
 ) -> None:
@@ -315,13 +333,16 @@ def test_dry_run_lists_cells_data_and_estimates_and_trains_nothing(
     assert main(["run", "--grid", "smoke", "--dry-run", "--out", str(out_dir), "--data-dir", str(real_data_dir)]) == 0
     out = capsys.readouterr().out
     listed = [line for line in out.splitlines() if "tags=smoke" in line]
-    assert f"\n{len(listed)} cells; about " in out and "multihead/split_mnist/GG/seed1" in out
+    assert f"\n{len(listed)} cells; about " in out and " of device time on " in out
+    assert "multihead/split_mnist/GG/seed1" in out
     assert len(listed) == len({line.split()[0] for line in listed}) > 50  # one line per distinct cell
     assert all("data=MNIST(present)" in line or "data=FashionMNIST(present)" in line for line in listed)
     assert all("  protocol=harness  " in line for line in listed)  # the smoke grid keeps every default
     assert f"MNIST: present in {real_data_dir / 'MNIST' / 'raw'}" in out
-    hours = [float(line.rsplit("est=", 1)[1].rstrip("h")) for line in listed]
-    assert all(h > 0 for h in hours) and "smoke-gg: " in out
+    seconds_per = {"s": 1, "min": 60, "h": 3600}
+    estimates = [line.rsplit("est=", 1)[1].split() for line in listed]
+    assert all(float(value.replace(",", "")) * seconds_per[unit] > 0 for value, unit in estimates)
+    assert "smoke-gg: " in out
     assert not out_dir.exists()
 
 
@@ -372,7 +393,7 @@ def test_a_method_without_conv_layers_is_refused_a_conv_backbone(capsys: pytest.
 @pytest.mark.parametrize("name", grid_names())
 def test_every_shipped_grid_validates(name: str, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     assert main(["run", "--grid", name, "--dry-run", "--out", str(tmp_path / "out")]) == 0
-    assert " device-hours on " in capsys.readouterr().out
+    assert " of device time on " in capsys.readouterr().out
 
 
 def test_a_grid_file_is_parsed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
