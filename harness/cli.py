@@ -28,7 +28,7 @@ EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 MODULES = {
     "run": ("harness.grid", "harness.scheduler", "harness.estimate", "results.report", "scenarios.datasets"),
     "report": ("results.report", "results.store", "scenarios.datasets"),
-    "list": ("harness.grid", "methods", "scenarios", "results.report", "scenarios.datasets"),
+    "list": ("harness.grid_files",),  # `list methods` and `list streams` import the rest as they need it
 }
 
 
@@ -102,7 +102,7 @@ def _list(what: str) -> None:
         for scenario, rules in RULES.items():
             print(f"{scenario.value}: {rules.description}")
     else:
-        from harness.grid import grid_names, load_grid_file, locate_grid
+        from harness.grid_files import grid_names, load_grid_file, locate_grid
 
         for name in grid_names():
             data = load_grid_file(locate_grid(name))
@@ -196,12 +196,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
-    from harness.config import ConfigError
-    from harness.registry import UnknownNameError
-    from results.report import ReportError
-    from results.store import OutputError
-    from scenarios.datasets import DataCorruptError, DataMissingError
-
     try:
         if args.command == "list":
             _list(args.what)
@@ -212,9 +206,23 @@ def _command(args: argparse.Namespace) -> int:
             code = _run(args)
         sys.stdout.flush()  # here, not at exit, so that a reader gone away (`| head -1`) is caught below
         return code
-    except (ConfigError, UnknownNameError, DataMissingError, DataCorruptError, OutputError, ReportError) as error:
+    except Exception as error:
+        if not isinstance(error, _bad_input_errors()):
+            raise
         print(f"harness: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _bad_input_errors() -> tuple[type[Exception], ...]:
+    """The errors that are the user's input, not a bug: one line and exit 2. Imported only when one is raised,
+    so that `harness list grids` does not import the datasets (and torch) to be ready for them."""
+    from harness.config import ConfigError
+    from harness.registry import UnknownNameError
+    from results.report import ReportError
+    from results.store import OutputError
+    from scenarios.datasets import DataCorruptError, DataMissingError
+
+    return ConfigError, UnknownNameError, DataMissingError, DataCorruptError, OutputError, ReportError
 
 
 def _stdout_to_devnull() -> None:
@@ -272,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         _import_stopping_at_interrupts(MODULES[args.command])
         if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-            from harness.scheduler import interrupt_on_sigterm
+            from harness.interrupts import interrupt_on_sigterm
 
             signal.signal(signal.SIGTERM, interrupt_on_sigterm)
         return _command(args)

@@ -32,6 +32,7 @@ from harness.cache import CACHE_DIR_ENV, cache_dir, cache_dir_problem
 from harness.cells import Cell
 from harness.checkpoint import checkpoint_path, discard_cell_state
 from harness.config import ConfigError
+from harness.interrupts import interrupt_on_sigterm
 from harness.presets import backbone_name, spec_from_dict
 from harness.runner import DEFAULT_CHECKPOINT_EVERY_S, CellResult, WorkerSettings, failed_result, run_cell
 from results.store import ResultStore
@@ -66,11 +67,6 @@ class Summary:
     @property
     def remaining(self) -> int:
         return self.total - self.skipped - self.done - self.failed
-
-
-def interrupt_on_sigterm(signum: int, frame: object) -> None:
-    """A job scheduler's SIGTERM ends the run as cleanly as Ctrl-C (finished cells saved, Ray stopped)."""
-    raise KeyboardInterrupt
 
 
 def git_sha() -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -398,12 +400,26 @@ def test_every_shipped_grid_validates(name: str, capsys: pytest.CaptureFixture, 
 
 def test_a_grid_file_is_parsed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import harness.grid as grid
+    import harness.grid_files as grid_files
 
     parsed: list[Path] = []
-    real = grid._parse_yaml
-    monkeypatch.setattr(grid, "_parse_yaml", lambda text, path: parsed.append(path) or real(text, path))
+    real = grid_files._parse_yaml
+    monkeypatch.setattr(grid_files, "_parse_yaml", lambda text, path: parsed.append(path) or real(text, path))
     grid.expand_grid(grid_file(tmp_path, "experiments:" + GOOD_EXPERIMENT))
     assert parsed == [tmp_path / "grid.yaml"]
     parsed.clear()
     grid.expand_grid("paper")  # and each grid it includes once
     assert len(parsed) == len(set(parsed)) == 1 + len(grid.load_grid_file(grid.locate_grid("paper"))["include"])
+
+
+def test_listing_grids_imports_no_torch() -> None:
+    """`harness list grids` answers in a fraction of a second: neither torch nor the methods are imported."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from harness.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    assert main(['list', 'grids']) == 0\n"
+        "assert 'paper: ' in out.getvalue()\n"
+        "assert 'torch' not in sys.modules and 'methods' not in sys.modules, sorted(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent, timeout=60)
