@@ -10,8 +10,13 @@ str, ``Literal[...]``, ``tuple[int, ...]`` / ``tuple[float, ...]`` and
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import io
 import math
+import re
 import reprlib
+import textwrap
+import tokenize
 import types
 import typing
 from collections.abc import Mapping
@@ -156,11 +161,54 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def describe_config(cls: type) -> list[str]:
-    """One line per setting: name, type, default and bounds (for ``harness list``)."""
+    """One line per setting: name, type, default and bounds, then what it means (for ``harness list``)."""
     hints = typing.get_type_hints(cls)
+    descriptions = field_descriptions(cls)
     lines = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         bounds = "".join(f" {k}={f.metadata[k]}" for k in ("min", "max") if k in f.metadata)
-        lines.append(f"{f.name}: {_type_name(hints[f.name])} = {default!r}{bounds}")
+        meaning = f.metadata.get("help") or descriptions.get(f.name)
+        lines.append(
+            f"{f.name}: {_type_name(hints[f.name])} = {default!r}{bounds}" + (f"  # {meaning}" if meaning else "")
+        )
     return lines
+
+
+def field_descriptions(cls: type) -> dict[str, str]:
+    """Each setting's description where the config class declares it (and its base classes), as simple-parsing
+    reads them: the comment after the declaration, else the comment lines right above it. A setting is thus
+    documented once, beside its code."""
+    found: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            found.update(_declaration_comments(klass))
+    return found
+
+
+def _declaration_comments(klass: type) -> dict[str, str]:
+    """Setting name -> the comments within its declaration (however a formatter wrapped it), else the comment
+    lines right above it."""
+    try:
+        source = textwrap.dedent(inspect.getsource(klass))
+    except (OSError, TypeError):  # built in a REPL or from a string: no source to read
+        return {}
+    lines = source.splitlines()
+    found: dict[str, str] = {}
+    above: list[str] = []  # comment lines since the last statement or blank line
+    within: list[str] = []  # comments inside the statement being read
+    start: int | None = None  # the statement's first line
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            (above if start is None else within).append(token.string.lstrip("#").strip())
+        elif token.type == tokenize.NL:
+            if start is None and not token.line.strip():
+                above = []
+        elif token.type == tokenize.NEWLINE and start is not None:
+            declared = re.match(r"\s+(\w+)\s*:(?!=)", lines[start - 1])
+            if declared and (within or above):
+                found[declared.group(1)] = " ".join(within or above)
+            above, within, start = [], [], None
+        elif token.type not in (tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING) and start is None:
+            start = token.start[0]
+    return found

@@ -281,7 +281,7 @@ def segment_gib() -> Any:
 class NaiveConfig:
     """Fine-tuning, Avalanche's lower bound: no settings of its own."""
 
-    max_segment_gib: float = segment_gib()
+    max_segment_gib: float = segment_gib()  # largest segment held in memory for Avalanche's dataset, in GiB
 
 
 @register_method("avalanche:Naive")
@@ -295,10 +295,12 @@ class AvalancheNaive(AvalancheMethod):
 class EWCConfig:
     """avalanche.training.EWC (Kirkpatrick et al. 2017): Fisher over the whole experience at its end."""
 
-    ewc_lambda: float = field(default=1000.0, metadata={"min": 0.0})
-    mode: Literal["separate", "online"] = "separate"
+    ewc_lambda: float = field(
+        default=1000.0, metadata={"min": 0.0}
+    )  # strength of the EWC penalty (Avalanche's ewc_lambda)
+    mode: Literal["separate", "online"] = "separate"  # a Fisher per task (separate) or one running Fisher (online)
     decay_factor: float = field(default=1.0, metadata={"min": 0.0, "max": 1.0})  # online mode only
-    max_segment_gib: float = segment_gib()
+    max_segment_gib: float = segment_gib()  # largest segment held in memory for Avalanche's dataset, in GiB
 
 
 @register_method("avalanche:EWC")
@@ -318,10 +320,12 @@ class AvalancheEWC(AvalancheMethod):
 class SynapticIntelligenceConfig:
     """avalanche.training.SynapticIntelligence (Zenke et al. 2017), with the CPU copy fix (module doc)."""
 
-    si_lambda: float = field(default=1.0, metadata={"min": 0.0})
-    eps: float = field(default=1e-7, metadata={"min": 0.0})
+    si_lambda: float = field(
+        default=1.0, metadata={"min": 0.0}
+    )  # strength of the SI surrogate loss (c in Zenke et al.)
+    eps: float = field(default=1e-7, metadata={"min": 0.0})  # damping of the path integral's denominator (xi)
     clone_weights: bool = True  # false: Avalanche 0.6.0 as shipped, a no-op on CPU
-    max_segment_gib: float = segment_gib()
+    max_segment_gib: float = segment_gib()  # largest segment held in memory for Avalanche's dataset, in GiB
 
 
 @register_method("avalanche:SynapticIntelligence")
@@ -349,9 +353,9 @@ class AvalancheSynapticIntelligence(AvalancheMethod):
 class LwFConfig:
     """avalanche.training.LwF (Li & Hoiem 2017): distillation from the model as it was before the experience."""
 
-    alpha: float = field(default=1.0, metadata={"min": 0.0})
-    temperature: float = field(default=2.0, metadata={"min": 0.0})
-    max_segment_gib: float = segment_gib()
+    alpha: float = field(default=1.0, metadata={"min": 0.0})  # weight of the distillation loss
+    temperature: float = field(default=2.0, metadata={"min": 0.0})  # softmax temperature of the distillation
+    max_segment_gib: float = segment_gib()  # largest segment held in memory for Avalanche's dataset, in GiB
 
 
 @register_method("avalanche:LwF")
@@ -365,9 +369,13 @@ class AvalancheLwF(AvalancheMethod):
 class GEMConfig:
     """avalanche.training.GEM (Lopez-Paz & Ranzato 2017): gradient projection against stored patterns."""
 
-    patterns_per_exp: int = field(default=256, metadata={"min": 1})
-    memory_strength: float = field(default=0.5, metadata={"min": 0.0})
-    max_segment_gib: float = segment_gib()
+    patterns_per_exp: int = field(
+        default=256, metadata={"min": 1}
+    )  # examples of each task kept for its gradient constraint
+    memory_strength: float = field(
+        default=0.5, metadata={"min": 0.0}
+    )  # margin added to the projected gradient (GEM's gamma)
+    max_segment_gib: float = segment_gib()  # largest segment held in memory for Avalanche's dataset, in GiB
 
 
 @register_method("avalanche:GEM")
@@ -381,8 +389,8 @@ class AvalancheGEM(AvalancheMethod):
 class ReplayConfig:
     """avalanche.training.Replay: an experience-balanced buffer, a memory batch beside every data batch."""
 
-    mem_size: int = field(default=200, metadata={"min": 1})
-    max_segment_gib: float = segment_gib()
+    mem_size: int = field(default=200, metadata={"min": 1})  # examples in the replay buffer, shared over tasks
+    max_segment_gib: float = segment_gib()  # largest segment held in memory for Avalanche's dataset, in GiB
 
 
 @register_method("avalanche:Replay")

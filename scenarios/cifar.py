@@ -41,7 +41,7 @@ class SplitCifar100(ClassSplitStream):
 class ICifarConfig:
     num_tasks: int = field(default=5, metadata={"min": 1, "max": 11})  # CIFAR-10, then CIFAR-100 in tens (PSP: 5)
     steps_per_task: int = field(default=20000, metadata={"min": 1})  # PSP sec. 4.2: 20,000
-    augment: bool = True
+    augment: bool = True  # random crop with 4-pixel padding and horizontal flip of training images
 
 
 @register_stream("icifar")

@@ -214,8 +214,8 @@ class EpochKeys:
 class SplitImageNetConfig:
     classes_per_task: int = field(default=10, metadata={"min": 1})  # SupSup, BatchE: 10
     num_tasks: int | None = field(default=None, metadata={"min": 1})  # None: classes // classes_per_task (100)
-    steps_per_task: int = field(default=1000, metadata={"min": 1})
-    image_size: int = field(default=224, metadata={"min": 8})
+    steps_per_task: int = field(default=1000, metadata={"min": 1})  # training batches per task
+    image_size: int = field(default=224, metadata={"min": 8})  # side of the square crops the network sees
     augment: bool = True  # random resized crop and flip of training images; else the evaluation crop
     workers: int = field(default=4, metadata={"min": 0})  # decoding processes (0: decode in the stream's process)
 

@@ -181,9 +181,9 @@ class ClassSplitConfig:
     before any data is read) and may redeclare a field to change its default or bounds."""
 
     CLASSES: ClassVar[int]
-    classes_per_task: int = field(default=2, metadata={"min": 1})
+    classes_per_task: int = field(default=2, metadata={"min": 1})  # classes in each task, taken in label order
     num_tasks: int | None = field(default=None, metadata={"min": 1})  # None: as many as the classes allow
-    steps_per_task: int = field(default=1000, metadata={"min": 1})
+    steps_per_task: int = field(default=1000, metadata={"min": 1})  # training batches per task
 
     def __post_init__(self) -> None:
         check_task_count(self.num_tasks, self.classes_per_task, self.CLASSES)

@@ -36,8 +36,12 @@ class ImageInputConfig:
     accuracy on old tasks by tens of points (issue 12).
     """
 
-    input_scaling: Literal["standardise", "standardise_mnist", "unit"] = "standardise"
-    pad_to: int = field(default=0, metadata={"min": 0})
+    input_scaling: Literal["standardise", "standardise_mnist", "unit"] = (
+        "standardise"  # pixels as (x/255 - mean)/std of this dataset, of MNIST, or x/255 (van de Ven)
+    )
+    pad_to: int = field(
+        default=0, metadata={"min": 0}
+    )  # zero-pad images to pad_to x pad_to (van de Ven: 32); 0: as they are
 
     def __post_init__(self) -> None:
         if self.pad_to and self.pad_to < MNIST_SIDE:

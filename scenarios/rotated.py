@@ -32,9 +32,9 @@ def rotate(images: Tensor, grid: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class RotatedConfig(ImageInputConfig):
-    num_tasks: int = field(default=36, metadata={"min": 1})
-    degrees_per_task: float = 10.0
-    steps_per_task: int = field(default=1000, metadata={"min": 1})
+    num_tasks: int = field(default=36, metadata={"min": 1})  # tasks, each the dataset rotated by a fixed angle
+    degrees_per_task: float = 10.0  # angle between consecutive tasks
+    steps_per_task: int = field(default=1000, metadata={"min": 1})  # training batches per task
 
 
 class RotatedStream(MnistFamilyStream):

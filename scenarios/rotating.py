@@ -26,7 +26,7 @@ from scenarios.streams import Batch, Segment, StreamPlan
 
 @dataclass(frozen=True)
 class RotatingConfig(ImageInputConfig):
-    total_steps: int = field(default=50_000, metadata={"min": 1})
+    total_steps: int = field(default=50_000, metadata={"min": 1})  # training batches of the whole stream
     cycle_steps: int = field(default=1000, metadata={"min": 1})  # steps for a full 360-degree turn
     context_every: int = field(default=100, metadata={"min": 1})  # steps per segment (task window)
 

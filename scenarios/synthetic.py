@@ -19,11 +19,11 @@ from scenarios.streams import Batch, EpochSampler, Segment, Stream, StreamPlan, 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    num_tasks: int = field(default=3, metadata={"min": 1})
-    classes_per_task: int = field(default=2, metadata={"min": 2})
-    steps_per_task: int = field(default=50, metadata={"min": 1})
-    train_per_task: int = field(default=512, metadata={"min": 1})
-    test_per_task: int = field(default=256, metadata={"min": 1})
+    num_tasks: int = field(default=3, metadata={"min": 1})  # tasks of Gaussian classes
+    classes_per_task: int = field(default=2, metadata={"min": 2})  # classes in each task
+    steps_per_task: int = field(default=50, metadata={"min": 1})  # training batches per task
+    train_per_task: int = field(default=512, metadata={"min": 1})  # training examples per task
+    test_per_task: int = field(default=256, metadata={"min": 1})  # test examples per task
     separation: float = field(default=2.0, metadata={"min": 0.0})  # scale of the class means (noise std is 1)
     side: int = field(default=8, metadata={"min": 1})  # examples are side x side single-channel images
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses as dataclasses_module
 from collections.abc import Callable
 
 import pytest
@@ -45,3 +46,50 @@ def test_the_methods_scenario_names_are_the_taxonomys() -> None:
     from scenarios.taxonomy import Scenario
 
     assert SCENARIO_NAMES == tuple(scenario.value for scenario in Scenario)
+
+
+def _registered_configs() -> list[tuple[str, type]]:
+    from scenarios import STREAMS
+
+    return [(f"method {n}", METHODS.get(n).Config) for n in METHODS.names()] + [
+        (f"stream {n}", STREAMS.get(n).Config) for n in STREAMS.names()
+    ]
+
+
+@pytest.mark.parametrize(("owner", "config"), _registered_configs(), ids=[o for o, _ in _registered_configs()])
+def test_every_setting_is_described_where_it_is_declared(owner: str, config: type) -> None:
+    """`harness list` shows each setting's comment: a new method's or stream's setting without one fails here."""
+    import dataclasses
+
+    from harness.config import field_descriptions
+
+    described = field_descriptions(config)
+    missing = [f.name for f in dataclasses.fields(config) if not (f.metadata.get("help") or described.get(f.name))]
+    assert not missing, f"{owner}: add a comment on or above the declaration of {', '.join(missing)}"
+
+
+@dataclasses_module.dataclass
+class _Documented:
+    """A docstring: not a description."""
+
+    trailing: int = 1  # on the line
+    # above the line,
+    # over two lines
+    above: int = 2
+    wrapped: int = dataclasses_module.field(default=3, metadata={"min": 0})  # after a formatter wrapped it
+    # a comment cut off by the blank line below
+
+    bare: int = 4
+    helped: int = dataclasses_module.field(default=5, metadata={"help": "from metadata"})
+
+
+def test_descriptions_come_from_the_comments_of_each_declaration() -> None:
+    from harness.config import describe_config, field_descriptions
+
+    assert field_descriptions(_Documented) == {
+        "trailing": "on the line",
+        "above": "above the line, over two lines",
+        "wrapped": "after a formatter wrapped it",
+    }
+    assert describe_config(_Documented)[-1] == "helped: an integer = 5  # from metadata"
+    assert describe_config(_Documented)[-2] == "bare: an integer = 4"
