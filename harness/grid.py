@@ -48,6 +48,7 @@ from scenarios import STREAMS, parse_scenario
 EXPERIMENT_KEYS = {"tag", "methods", "streams", "scenarios", "backbone", "backbones", "seeds", "training"}
 DEFAULT_KEYS = EXPERIMENT_KEYS - {"tag", "methods", "streams", "scenarios"}
 # Bounds that keep a mistaken grid from hanging validation (the paper grid: 147 cells)
+DEFAULT_BACKBONE = "lenet_300_100"  # an experiment (and the grid's defaults) naming no backbone: SupSup's LeNet
 MAX_CELLS = 100_000  # cells one grid may expand to (before duplicates merge)
 MAX_SCALE = 1000.0
 
@@ -270,7 +271,8 @@ def _expand_experiment(
     if "backbone" in spec and "backbones" in spec:
         raise ConfigError(f"{where}: give 'backbone' or 'backbones', not both")
     backbones = [
-        parse_backbone(b, where) for b in _as_list(spec.get("backbones", spec.get("backbone")), where, "backbone")
+        parse_backbone(b, where)
+        for b in _as_list(spec.get("backbones", spec.get("backbone", DEFAULT_BACKBONE)), where, "backbone")
     ]
     seeds = _seeds(spec.get("seeds", 1), where)  # checked even when --seeds replaces them
     if filters.seeds:

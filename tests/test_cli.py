@@ -423,3 +423,16 @@ def test_listing_grids_imports_no_torch() -> None:
         "assert 'torch' not in sys.modules and 'methods' not in sys.modules, sorted(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent, timeout=60)
+
+
+def test_a_grid_naming_no_backbone_gets_the_stated_default(tmp_path: Path) -> None:
+    from harness.grid import DEFAULT_BACKBONE, expand_grid
+
+    unnamed = expand_grid(
+        grid_file(tmp_path, "experiments:" + GOOD_EXPERIMENT.replace("    backbone: {name: fc, hidden: [8]}\n", ""))
+    )
+    named = expand_grid(
+        grid_file(tmp_path, "experiments:" + GOOD_EXPERIMENT.replace("{name: fc, hidden: [8]}", DEFAULT_BACKBONE))
+    )
+    assert [cell.backbone for cell in unnamed] == [cell.backbone for cell in named]
+    assert unnamed[0].backbone["name"] == "fc" and unnamed[0].backbone["hidden"] == [300, 100]
