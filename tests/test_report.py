@@ -387,3 +387,11 @@ def test_files_that_are_no_cells_results_are_listed_and_the_report_goes_on(runs_
     assert "## Files skipped" in markdown and "ewc-copy.parquet" in markdown
     seeds = {row[0]: row[4] for row in table_rows(markdown, "synthetic · GG")}
     assert seeds["ewc"] == "1"  # not two seeds from one
+
+
+def test_the_readme_names_every_metric_the_harness_records() -> None:
+    from results.schema import DIAGNOSTIC_PREFIX, METRICS
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert [m for m in METRICS if f"`{m}`" not in readme] == []
+    assert f"`{DIAGNOSTIC_PREFIX}<name>`" in readme
