@@ -436,3 +436,19 @@ def test_a_grid_naming_no_backbone_gets_the_stated_default(tmp_path: Path) -> No
     )
     assert [cell.backbone for cell in unnamed] == [cell.backbone for cell in named]
     assert unnamed[0].backbone["name"] == "fc" and unnamed[0].backbone["hidden"] == [300, 100]
+
+
+def test_the_readmes_python_api_example_runs_as_written(tmp_path: Path, real_data_dir: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = readme.split("From a notebook,", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'Path("runs/notebook")' in example and '"DATA"' in example
+    out, data = f"Path({str(tmp_path / 'notebook')!r})", repr(str(real_data_dir))
+    example = example.replace('Path("runs/notebook")', out).replace('"DATA"', data)
+    done = subprocess.run(
+        [sys.executable, "-c", example], cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert (
+        lines[0].startswith("3 3 [") and "'accuracy'" in lines[0] and "ewc" in done.stdout and "standard" in done.stdout
+    )
