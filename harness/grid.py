@@ -47,8 +47,8 @@ from scenarios import STREAMS, parse_scenario
 
 EXPERIMENT_KEYS = {"tag", "methods", "streams", "scenarios", "backbone", "backbones", "seeds", "training"}
 DEFAULT_KEYS = EXPERIMENT_KEYS - {"tag", "methods", "streams", "scenarios"}
-# Bounds that keep a mistaken grid from hanging validation (the paper grid: 147 cells)
 DEFAULT_BACKBONE = "lenet_300_100"  # an experiment (and the grid's defaults) naming no backbone: SupSup's LeNet
+# Bounds that keep a mistaken grid from hanging validation (the paper grid: 147 cells)
 MAX_CELLS = 100_000  # cells one grid may expand to (before duplicates merge)
 MAX_SCALE = 1000.0
 
@@ -392,7 +392,7 @@ def make_cell(
     *,
     method_settings: dict[str, Any] | None = None,
     stream_settings: dict[str, Any] | None = None,
-    backbone: Any = "lenet_300_100",
+    backbone: Any = DEFAULT_BACKBONE,
     training: dict[str, Any] | None = None,
     seed: int = 0,
     grid: str = "adhoc",

@@ -295,9 +295,8 @@ class AvalancheNaive(AvalancheMethod):
 class EWCConfig:
     """avalanche.training.EWC (Kirkpatrick et al. 2017): Fisher over the whole experience at its end."""
 
-    ewc_lambda: float = field(
-        default=1000.0, metadata={"min": 0.0}
-    )  # strength of the EWC penalty (Avalanche's ewc_lambda)
+    # strength of the EWC penalty (Avalanche's ewc_lambda)
+    ewc_lambda: float = field(default=1000.0, metadata={"min": 0.0})
     mode: Literal["separate", "online"] = "separate"  # a Fisher per task (separate) or one running Fisher (online)
     decay_factor: float = field(default=1.0, metadata={"min": 0.0, "max": 1.0})  # online mode only
     max_segment_gib: float = segment_gib()  # largest segment held in memory for Avalanche's dataset, in GiB
@@ -320,9 +319,8 @@ class AvalancheEWC(AvalancheMethod):
 class SynapticIntelligenceConfig:
     """avalanche.training.SynapticIntelligence (Zenke et al. 2017), with the CPU copy fix (module doc)."""
 
-    si_lambda: float = field(
-        default=1.0, metadata={"min": 0.0}
-    )  # strength of the SI surrogate loss (c in Zenke et al.)
+    # strength of the SI surrogate loss (c in Zenke et al.)
+    si_lambda: float = field(default=1.0, metadata={"min": 0.0})
     eps: float = field(default=1e-7, metadata={"min": 0.0})  # damping of the path integral's denominator (xi)
     clone_weights: bool = True  # false: Avalanche 0.6.0 as shipped, a no-op on CPU
     max_segment_gib: float = segment_gib()  # largest segment held in memory for Avalanche's dataset, in GiB
@@ -369,12 +367,10 @@ class AvalancheLwF(AvalancheMethod):
 class GEMConfig:
     """avalanche.training.GEM (Lopez-Paz & Ranzato 2017): gradient projection against stored patterns."""
 
-    patterns_per_exp: int = field(
-        default=256, metadata={"min": 1}
-    )  # examples of each task kept for its gradient constraint
-    memory_strength: float = field(
-        default=0.5, metadata={"min": 0.0}
-    )  # margin added to the projected gradient (GEM's gamma)
+    # examples of each task kept for its gradient constraint
+    patterns_per_exp: int = field(default=256, metadata={"min": 1})
+    # margin added to the projected gradient (GEM's gamma)
+    memory_strength: float = field(default=0.5, metadata={"min": 0.0})
     max_segment_gib: float = segment_gib()  # largest segment held in memory for Avalanche's dataset, in GiB
 
 

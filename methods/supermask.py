@@ -410,7 +410,7 @@ class MixedSuperimpose(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx, x: Tensor, alpha: Tensor, weight: Tensor, bank: MaskBank, rows: Tensor | None, group: Tensor
-    ) -> Tensor:  # noqa: ANN001, E501
+    ) -> Tensor:  # noqa: ANN001
         ctx.bank, ctx.rows = bank, rows
         ctx.save_for_backward(x, alpha, weight, group)
         return bank.mixed_forward(weight, x, alpha, group, rows)

@@ -587,8 +587,8 @@ class SupSup(Method):
         for _ in range(binary_rounds(count) - 1):
             undecided = [b for b, held in enumerate(candidates) if len(held) > 1]
             for group in self._groups_of_images(undecided, sizes):
-                gradients = self._mixed_alpha_gradients([per_batch[b] for b in group], [candidates[b] for b in group],
-                                                        count, rows)  # fmt: skip
+                images_of, held_by = [per_batch[b] for b in group], [candidates[b] for b in group]
+                gradients = self._mixed_alpha_gradients(images_of, held_by, count, rows)
                 for b, gradient_b in zip(group, gradients, strict=True):
                     candidates[b] = halve(candidates[b], -gradient_b[candidates[b]])
         return [int(held[0]) for held in candidates]
@@ -606,8 +606,9 @@ class SupSup(Method):
             held += sizes[b]
         return groups
 
-    def _mixed_alpha_gradients(self, images: list[Tensor], candidates: list[Tensor], count: int,
-                               rows: Tensor | None) -> Tensor:  # fmt: skip
+    def _mixed_alpha_gradients(
+        self, images: list[Tensor], candidates: list[Tensor], count: int, rows: Tensor | None
+    ) -> Tensor:
         """Row b: ``d objective_b / d alpha`` for batch b at the uniform superposition of its ``candidates[b]``
         (exact on those candidates, 0 elsewhere), all batches in one forward-backward pass."""
         alpha = torch.zeros(len(images), count, device=self.device)

@@ -36,12 +36,10 @@ class ImageInputConfig:
     accuracy on old tasks by tens of points (issue 12).
     """
 
-    input_scaling: Literal["standardise", "standardise_mnist", "unit"] = (
-        "standardise"  # pixels as (x/255 - mean)/std of this dataset, of MNIST, or x/255 (van de Ven)
-    )
-    pad_to: int = field(
-        default=0, metadata={"min": 0}
-    )  # zero-pad images to pad_to x pad_to (van de Ven: 32); 0: as they are
+    # pixels as (x/255 - mean)/std of this dataset, of MNIST, or x/255 (van de Ven)
+    input_scaling: Literal["standardise", "standardise_mnist", "unit"] = "standardise"
+    # zero-pad images to pad_to x pad_to (van de Ven: 32); 0: as they are
+    pad_to: int = field(default=0, metadata={"min": 0})
 
     def __post_init__(self) -> None:
         if self.pad_to and self.pad_to < MNIST_SIDE:

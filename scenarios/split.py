@@ -13,9 +13,8 @@ DATASET_CLASSES = 10
 @dataclass(frozen=True)
 class SplitConfig(ClassSplitConfig, ImageInputConfig):
     CLASSES = DATASET_CLASSES
-    classes_per_task: int = field(
-        default=2, metadata={"min": 1, "max": DATASET_CLASSES}
-    )  # classes in each task, taken in label order
+    # classes in each task, taken in label order
+    classes_per_task: int = field(default=2, metadata={"min": 1, "max": DATASET_CLASSES})
 
     def __post_init__(self) -> None:
         ImageInputConfig.__post_init__(self)
