@@ -44,6 +44,23 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a grid of cells (method x stream x scenario x backbone x seed)")
     run.add_argument("--grid", required=True, help="a grid name (see `harness list grids`) or a YAML file")
     run.add_argument("--methods", type=_csv, default=(), help="only these methods (comma-separated)")
+    run.add_argument(
+        "--method",
+        dest="added_methods",
+        action="append",
+        default=[],
+        metavar="NAME[:K=V,...]",
+        help="add this method (with these settings) to every experiment, where it supports the scenario; repeatable",
+    )
+    run.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of every experiment: training.KEY, seeds, backbone, methods.NAME.KEY or "
+        "streams.NAME.KEY (VALUE read as YAML); repeatable",
+    )
     run.add_argument("--streams", type=_csv, default=(), help="only these streams (comma-separated)")
     run.add_argument("--scenarios", type=_csv, default=(), help="only these scenarios (comma-separated)")
     run.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 instead of the grid's")
@@ -153,18 +170,32 @@ def _dry_run(cells: Sequence[Cell], data_dir: Path | None, out: Path) -> None:
 def _run(args: argparse.Namespace) -> int:
     from harness.config import ConfigError
     from harness.grid import Filters, expand_grid
+    from harness.overrides import parse_added_method, parse_override
     from harness.scheduler import RunOptions, run_grid
 
     if args.cpus_per_cell < 1:
         raise ConfigError(f"--cpus-per-cell must be >= 1, got {args.cpus_per_cell}")
     if not (math.isfinite(args.checkpoint_every) and args.checkpoint_every >= 0):
         raise ConfigError(f"--checkpoint-every must be seconds >= 0 (0: never), got {args.checkpoint_every}")
-    filters = Filters(args.methods, args.streams, args.scenarios, args.seeds, args.scale, args.only, args.max_tasks)
+    filters = Filters(
+        args.methods,
+        args.streams,
+        args.scenarios,
+        args.seeds,
+        args.scale,
+        args.only,
+        args.max_tasks,
+        settings=tuple(parse_override(text) for text in args.settings),
+        added_methods=tuple(parse_added_method(text) for text in args.added_methods),
+    )
     cells = expand_grid(args.grid, filters)
     grid_name = cells[0].grid
     out = args.out or Path("runs") / grid_name
     data_dir = args.data_dir or os.environ.get("HARNESS_DATA_DIR")
     if args.dry_run:
+        changes = [f"--set {text}" for text in args.settings] + [f"--method {text}" for text in args.added_methods]
+        if changes:
+            print(f"the grid {grid_name} with {', '.join(changes)}")
         _dry_run(cells, Path(data_dir) if data_dir else None, out)
         return EXIT_OK
     options = RunOptions(

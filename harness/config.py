@@ -125,10 +125,7 @@ def parse_config(cls: type[C], raw: Mapping[str, Any] | None, where: str) -> C:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in raw:
         if key not in fields:
-            raise ConfigError(
-                f"{where}: unknown setting {key!r}{did_you_mean(str(key), list(fields))}; "
-                f"accepted: {', '.join(fields) or 'none'}"
-            )
+            raise _unknown_setting(where, key, list(fields))
     values: dict[str, Any] = {}
     for name, value in raw.items():
         try:
@@ -140,6 +137,25 @@ def parse_config(cls: type[C], raw: Mapping[str, Any] | None, where: str) -> C:
         return cls(**values)
     except ValueError as error:
         raise ConfigError(f"{where}: {error}") from None
+
+
+def check_setting(cls: type, name: str, value: Any, where: str) -> None:
+    """One setting of cls on its own: its name, type and bounds (what parse_config checks field by field)."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    if name not in fields:
+        raise _unknown_setting(where, name, list(fields))
+    hint = typing.get_type_hints(cls)[name]
+    try:
+        coerced = _coerce(value, hint)
+    except TypeError:
+        raise ConfigError(f"{where}: {name} must be {_type_name(hint)}, got {shown(value)}") from None
+    _check_bounds(where, name, coerced, fields[name].metadata)
+
+
+def _unknown_setting(where: str, key: Any, fields: list[str]) -> ConfigError:
+    return ConfigError(
+        f"{where}: unknown setting {key!r}{did_you_mean(str(key), fields)}; accepted: {', '.join(fields) or 'none'}"
+    )
 
 
 ADDED = "added"  # field metadata: a setting added after cells were run, whose default is the earlier behaviour

@@ -40,6 +40,7 @@ from harness.grid_files import (  # noqa: F401  (re-exported: the grid API)
     load_grid_file,
     locate_grid,
 )
+from harness.overrides import AddedMethod, Override, apply_overrides, check_all_used
 from harness.registry import UnknownNameError, did_you_mean
 from harness.training import TrainingConfig
 from methods import METHODS
@@ -64,6 +65,8 @@ class Filters:
     scale: float = 1.0
     only: tuple[str, ...] = ()  # experiment tags, or tag prefixes ending at a "-" (psp-fig3: psp-fig3-table too)
     max_tasks: int | None = None  # cap every discrete stream's task count (a quick look)
+    settings: tuple[Override, ...] = ()  # --set KEY=VALUE, applied over every experiment (harness/overrides.py)
+    added_methods: tuple[AddedMethod, ...] = ()  # --method NAME[:k=v,...], added to every experiment
 
 
 def tag_selected(tag: str, only: tuple[str, ...]) -> bool:
@@ -172,6 +175,8 @@ class _Expansion:
     cells: dict[str, Cell] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
     built: int = 0  # cells built so far, before duplicates merge: at most MAX_CELLS
+    used: set[str] = field(default_factory=set)  # the --set overrides that found their target
+    added_cells: dict[str, int] = field(default_factory=dict)  # cells of each --method in the selected experiments
 
 
 def expand_grid(name_or_path: str, filters: Filters = Filters()) -> list[Cell]:
@@ -185,6 +190,14 @@ def expand_grid(name_or_path: str, filters: Filters = Filters()) -> list[Cell]:
     tags = expansion.tags
     if filters.only and not any(tag_selected(tag, filters.only) for tag in tags):
         raise ConfigError(f"--only {','.join(filters.only)}: no experiment has that tag; tags: {', '.join(tags)}")
+    check_all_used(filters.settings, expansion.used)
+    for added in filters.added_methods:
+        if not expansion.added_cells.get(added.text):
+            supported = ", ".join(sorted(METHODS.get(added.name).scenarios))
+            raise ConfigError(
+                f"--method {added.text}: no selected experiment has a scenario and backbone it supports "
+                f"(it supports {supported})"
+            )
     if not expansion.cells:
         raise ConfigError(f"grid {grid_name}: no cells left after the --methods/--streams/--scenarios filters")
     return list(expansion.cells.values())
@@ -223,14 +236,16 @@ def _expand_file(
         if unknown:
             key = unknown[0]
             raise ConfigError(f"{where}: unknown key {shown(key)}{did_you_mean(key, sorted(EXPERIMENT_KEYS))}")
-        spec = {**defaults, **experiment}
+        spec = apply_overrides({**defaults, **experiment}, filters.settings, expansion.used)
         tag = _tag(spec.get("tag"), where)
         expansion.tags.append(tag)
         room = MAX_CELLS - expansion.built
-        expanded = _expand_experiment(grid_name, where, spec, filters, room)  # validates even what --only leaves out
+        expanded, added_cells = _expand_experiment(grid_name, where, spec, filters, room)  # validates all
         expansion.built += len(expanded)
         if not tag_selected(tag, filters.only):
             continue
+        for text, count in added_cells.items():
+            expansion.added_cells[text] = expansion.added_cells.get(text, 0) + count
         for cell in expanded:
             if cell.cell_id in cells:
                 merged = tuple(dict.fromkeys(cells[cell.cell_id].tags + cell.tags))
@@ -263,7 +278,8 @@ def _validate_filters(filters: Filters) -> None:
 
 def _expand_experiment(
     grid: str, where: str, spec: dict[str, Any], filters: Filters, room: int = MAX_CELLS
-) -> list[Cell]:
+) -> tuple[list[Cell], dict[str, int]]:
+    """The experiment's cells, and how many of them each --method (by its text) contributed."""
     tag = _tag(spec.get("tag"), where)
     training = parse_config(TrainingConfig, spec.get("training"), f"{where}, training")
     if filters.scale != 1.0 and training.probe_every:
@@ -278,11 +294,15 @@ def _expand_experiment(
     if filters.seeds:
         seeds = list(range(filters.seeds))
 
-    methods = []
+    methods = []  # (name, class, config, added): added methods pair only with what they support
     for entry in _as_list(spec.get("methods"), where, "methods"):
         name, settings = _named(entry, where, "methods")
         cls = _lookup(METHODS, name, where)
-        methods.append((name, cls, parse_config(cls.Config, settings, f"{where}, method {name}")))
+        methods.append((name, cls, parse_config(cls.Config, settings, f"{where}, method {name}"), None))
+    for added in filters.added_methods:
+        cls = _lookup(METHODS, added.name, f"--method {added.text}")
+        config = parse_config(cls.Config, dict(added.settings), f"--method {added.text}")
+        methods.append((added.name, cls, config, added))
     streams = []
     for entry in _as_list(spec.get("streams"), where, "streams"):
         name, settings = _named(entry, where, "streams")
@@ -300,8 +320,11 @@ def _expand_experiment(
         except UnknownNameError as error:
             raise ConfigError(f"{where}: {error}") from None
 
-    for method_name, cls, _ in methods:
-        for scenario in scenarios:
+    pairs = []  # (method, its scenarios, its backbones), each validated
+    for method_name, cls, config, added in methods:
+        method_scenarios = [s for s in scenarios if not added or s.value in cls.scenarios]
+        method_backbones = [b for b in backbones if not added or b.kind in cls.backbones]
+        for scenario in method_scenarios:
             if scenario.value not in cls.scenarios:
                 raise ConfigError(
                     f"{where}: method {method_name} does not support scenario {scenario.value} "
@@ -309,16 +332,18 @@ def _expand_experiment(
                 )
             _check_loss_outputs(method_name, cls, scenario.value, training, where)
             _check_weight_decay(method_name, cls, training, where)
-        for backbone in backbones:
+        for backbone in method_backbones:
             _check_backbone(method_name, cls, backbone, where)
+        if added or not filters.methods or method_name in filters.methods:
+            pairs.append((method_name, cls, config, method_scenarios, method_backbones, added))
 
-    count = math.prod(
-        (
-            sum(not filters.methods or name in filters.methods for name, _, _ in methods),
-            sum(not filters.streams or name in filters.streams for name, _ in streams),
-            sum(not filters.scenarios or s.value in filters.scenarios for s in scenarios),
-            len(backbones),
-            len(seeds),
+    kept_streams = [(name, config) for name, config in streams if not filters.streams or name in filters.streams]
+    count = (
+        len(seeds)
+        * len(kept_streams)
+        * sum(
+            sum(not filters.scenarios or s.value in filters.scenarios for s in method_scenarios) * len(method_backbones)
+            for _, _, _, method_scenarios, method_backbones, _ in pairs
         )
     )
     if count > room:
@@ -326,18 +351,18 @@ def _expand_experiment(
             f"{where}: the grid expands to more than {MAX_CELLS:,} cells, the most one grid may have (this experiment "
             f"alone has {count:,}); split it into several grids, or narrow it with --methods, --streams or --seeds"
         )
-    cells = []
-    for method_name, cls, method_config in methods:
-        if filters.methods and method_name not in filters.methods:
+    cells: list[Cell] = []
+    added_cells: dict[str, int] = {}
+    for method_name, cls, method_config, method_scenarios, method_backbones, added in pairs:
+        kept_scenarios = [s for s in method_scenarios if not filters.scenarios or s.value in filters.scenarios]
+        if not (kept_streams and kept_scenarios and method_backbones):
             continue
         _check_available(method_name, cls, where)
-        for stream_name, stream_config in streams:
-            if filters.streams and stream_name not in filters.streams:
-                continue
-            for scenario in scenarios:
-                if filters.scenarios and scenario.value not in filters.scenarios:
-                    continue
-                for backbone in backbones:
+        if added:
+            added_cells[added.text] = len(seeds) * len(kept_streams) * len(kept_scenarios) * len(method_backbones)
+        for stream_name, stream_config in kept_streams:
+            for scenario in kept_scenarios:
+                for backbone in method_backbones:
                     for seed in seeds:
                         cells.append(
                             _cell(
@@ -354,7 +379,7 @@ def _expand_experiment(
                                 seed,
                             )
                         )
-    return cells
+    return cells, added_cells
 
 
 def _cell(

@@ -62,6 +62,17 @@ def refused_before_work(args: list[str], capsys: pytest.CaptureFixture[str], out
         (["--grid", "smoke", "--seeds", str(MAX_CELLS + 1)], f"--seeds must be at most {MAX_CELLS:,}"),
         (["--grid", "smoke", "--cpus-per-cell", "0"], "--cpus-per-cell must be >= 1"),
         (["--grid", "does/not/exist.yaml"], "grid file does/not/exist.yaml does not exist"),
+        (["--grid", "smoke", "--set", "training.lrr=1"], "--set training.lrr=1: unknown setting 'lrr'"),
+        (["--grid", "smoke", "--set", "training.lr=-1"], "--set training.lr=-1: lr must be >= 0.0, got -1.0"),
+        (["--grid", "smoke", "--set", "lr=1"], "--set lr=1: unknown key 'lr'"),
+        (["--grid", "smoke", "--set", "training.lr"], "--set training.lr: expected KEY=VALUE"),
+        (["--grid", "smoke", "--set", "methods.ewc=1"], "--set methods.ewc=1: methods takes methods.NAME.KEY=VALUE"),
+        (["--grid", "smoke", "--set", "methods.ewk.ewc_lambda=1"], "unknown method 'ewk' (did you mean: ewc?)"),
+        (["--grid", "smoke", "--set", "streams.rotated_mnist.num_tasks=3"], "no experiment of this grid has stream"),
+        (["--grid", "smoke", "--set", "seeds=0"], "seeds must be a count >= 1"),
+        (["--grid", "smoke", "--method", "ewc:ewc_lambda=big"], "--method ewc:ewc_lambda=big: method ewc: ewc_lambda"),
+        (["--grid", "smoke", "--method", "ewc:lambda=1"], "unknown setting 'lambda'"),
+        (["--grid", "smoke", "--only", "smoke-gg", "--method", "hopsupsup"], "no selected experiment has a scenario"),
     ],
 )
 def test_bad_command_line(args: list[str], expected: str, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
