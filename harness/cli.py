@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness import __version__
 
@@ -36,6 +36,15 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+class _CsvList(argparse.Action):
+    """A comma-separated list that a repeated flag extends (``--only a --only b`` is ``--only a,b``)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, flag: Any = None
+    ) -> None:
+        setattr(namespace, self.dest, (*getattr(namespace, self.dest), *_csv(values)))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="A benchmark harness for continual learning.")
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
@@ -43,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a grid of cells (method x stream x scenario x backbone x seed)")
     run.add_argument("--grid", required=True, help="a grid name (see `harness list grids`) or a YAML file")
-    run.add_argument("--methods", type=_csv, default=(), help="only these methods (comma-separated)")
+    run.add_argument("--methods", action=_CsvList, default=(), help="only these methods (comma-separated; repeatable)")
     run.add_argument(
         "--method",
         dest="added_methods",
@@ -61,11 +70,18 @@ def _parser() -> argparse.ArgumentParser:
         help="override a setting of every experiment: training.KEY, seeds, backbone, methods.NAME.KEY or "
         "streams.NAME.KEY (VALUE read as YAML); repeatable",
     )
-    run.add_argument("--streams", type=_csv, default=(), help="only these streams (comma-separated)")
-    run.add_argument("--scenarios", type=_csv, default=(), help="only these scenarios (comma-separated)")
+    run.add_argument("--streams", action=_CsvList, default=(), help="only these streams (comma-separated; repeatable)")
+    run.add_argument(
+        "--scenarios", action=_CsvList, default=(), help="only these scenarios (comma-separated; repeatable)"
+    )
     run.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 instead of the grid's")
     run.add_argument("--scale", type=float, default=1.0, help="multiply every step budget by F (a quick look)")
-    run.add_argument("--only", type=_csv, default=(), help="only experiments with these tags (or tag prefixes)")
+    run.add_argument(
+        "--only",
+        action=_CsvList,
+        default=(),
+        help="only experiments with these tags or tag prefixes (comma-separated; repeatable)",
+    )
     run.add_argument("--max-tasks", type=int, default=None, help="at most N tasks per stream (a quick look)")
     run.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<grid>)")
     run.add_argument("--data-dir", default=None, help="datasets in torchvision's layout (default: $HARNESS_DATA_DIR)")

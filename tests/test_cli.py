@@ -373,6 +373,18 @@ def test_only_picks_experiments_by_tag_or_prefix_and_max_tasks_caps_streams(
     assert "no experiment has that tag" in error_of(["run", "--grid", "paper", "--only", "fig99"], capsys, tmp_path)
 
 
+def test_a_repeated_list_flag_extends_the_list_rather_than_replacing_it(capsys: pytest.CaptureFixture) -> None:
+    flags = ["--only", "supsup-hopfield", "--only", "supsup-fig5-left,psp-fig3", "--methods", "hopsupsup"]
+    assert main(["run", "--grid", "paper", "--dry-run", *flags, "--methods", "supsup,psp_binary"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if "tags=" in line]
+    tags = [line.split("tags=")[1].split()[0].split(",") for line in listed]
+    methods = {line.split()[1].split("/")[0] for line in listed}
+    prefixes = ("supsup-hopfield", "supsup-fig5-left", "psp-fig3")
+    assert all(any(t.startswith(prefixes) for t in cell_tags) for cell_tags in tags)
+    assert all(any(t.startswith(p) for cell_tags in tags for t in cell_tags) for p in prefixes)
+    assert methods == {"hopsupsup", "supsup", "psp_binary"}
+
+
 def test_the_paper_grid_is_every_figure_of_both_papers() -> None:
     from harness.grid import grid_tags
 
