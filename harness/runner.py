@@ -13,9 +13,11 @@ import math
 import os
 import platform
 import socket
+import sys
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -365,6 +367,14 @@ def failed_result(cell: Cell, settings: WorkerSettings, error: BaseException, tr
     return CellResult(run=make_run_row(cell, settings, None, time.time(), error, trace), evals=[], keep_checkpoint=True)
 
 
+def ray_node_id() -> str:
+    """The Ray node this process runs on, or "" outside Ray (Ray is never imported here for it)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return ""
+    return str(ray.get_runtime_context().get_node_id())
+
+
 def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"[:2000]
 
@@ -404,7 +414,7 @@ def make_run_row(
         status="ok" if error is None else "failed",
         error="" if error is None else _one_line(error),
         traceback=trace[-8000:],
-        started_at=started,
+        started_at=datetime.fromtimestamp(started, tz=UTC),
         wall_seconds=wall,
         setup_seconds=setup_seconds,
         train_seconds=train_seconds,
@@ -420,6 +430,7 @@ def make_run_row(
         device=settings.device,
         threads=settings.threads,
         hostname=socket.gethostname(),
+        node_id=ray_node_id() if loop is not None else "",
         pid=os.getpid(),
         git_sha=settings.git_sha,
         harness_version=harness.__version__,

@@ -234,6 +234,7 @@ def run_grid(cells: Sequence[Cell], options: RunOptions) -> Summary:
     store = ResultStore(options.out)
     store.ensure_writable()
     with store.exclusive():
+        store.write_readme()
         prepare_data(cells, options.data_dir)
         plan = [{"cell_id": c.cell_id, "label": c.label(), "grid": c.grid, "tags": list(c.tags)} for c in cells]
         store.write_plan(plan)

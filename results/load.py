@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from results.schema import upgrade_run_record
 from results.store import DamagedFile, read_cell, read_checksums, read_table_verified
 
 PARTIAL = "partial"  # OUT/partial/<cell_id>.parquet, written by running cells at each checkpoint
@@ -52,7 +53,7 @@ def _run_file(root: Path, path: Path, ignored: list[str]) -> pd.DataFrame | None
         ids = ", ".join(sorted({str(c) for c in frame["cell_id"]}))[:100]
         ignored.append(f"{path} holds cell {ids}, not cell {path.stem} (a copy under another name?); not counted")
         return None
-    return frame
+    return pd.DataFrame([upgrade_run_record(frame.iloc[0].to_dict())])  # earlier schemas read as this one
 
 
 def _planned(plans: list[Path], ignored: list[str]) -> list[dict]:
@@ -124,3 +125,16 @@ def _partial_rows(root: Path, unfinished: set[str]) -> pd.DataFrame:
             except (DamagedFile, OSError):
                 continue
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+CONFIG_COLUMNS = ("method_config", "stream_config", "backbone", "training")  # JSON in the runs table
+
+
+def with_config_columns(runs: pd.DataFrame, columns: tuple[str, ...] = CONFIG_COLUMNS) -> pd.DataFrame:
+    """The runs table plus one typed column per setting of its JSON configs, named ``<config>.<setting>`` (e.g.
+    ``training.lr``, ``method_config.ewc_lambda``); a setting a cell's config lacks is missing (NaN) there."""
+    frames = [runs.reset_index(drop=True)]
+    for column in columns:
+        settings = pd.json_normalize([json.loads(text) if text else {} for text in runs[column]])
+        frames.append(settings.add_prefix(f"{column}."))
+    return pd.concat(frames, axis=1)

@@ -2,31 +2,50 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
 import pyarrow as pa
 
 from results.rows import EvalRow, RunRow, columns
 
-SCHEMA_VERSION = 3  # 2: a method's diagnostics are metrics named DIAGNOSTIC_PREFIX + name; 3: runs.resumes
+# 2: a method's diagnostics are metrics named DIAGNOSTIC_PREFIX + name; 3: runs.resumes; 4: runs.started_at a UTC
+# timestamp (a float of unix seconds before), runs.node_id, every field's description and unit in its metadata
+SCHEMA_VERSION = 4
 DIAGNOSTIC_PREFIX = "diagnostic:"  # no metric of the harness has a colon, so a diagnostic never reads as a metric
-METRICS = (
-    "accuracy",
-    "task_inference_accuracy",
-    "probe_accuracy",
-    "probe_task_inference_accuracy",
-    "train_loss",
-    "storage_bytes",
-)  # what the harness itself records in the evals table's metric column
+METRICS = {  # what the harness itself records in the evals table's metric column: (description, unit of value)
+    "accuracy": ("each seen task's test set after every evaluated segment: the accuracy matrix", "fraction"),
+    "task_inference_accuracy": (
+        "where the task is hidden at test time: how often the task the method names (or its k*l-way answer) is right",
+        "fraction",
+    ),
+    "probe_accuracy": ("one task every probe_every steps on its first probe_samples test examples", "fraction"),
+    "probe_task_inference_accuracy": ("the probe's task inference, where the task is hidden", "fraction"),
+    "train_loss": (
+        "the loss of the last training batch before the evaluation (n: its batch size)",
+        "the method's loss",
+    ),
+    "storage_bytes": ("what the method needs to predict every task seen, after each segment", "bytes"),
+}
 
-PYARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64()}
+PYARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), datetime: pa.timestamp("us", tz="UTC")}
+SCHEMA_VERSION_FIELD = pa.field(
+    "schema_version", pa.int64(), metadata={"description": "SCHEMA_VERSION of the harness that wrote the row"}
+)
 
 
-def schema_of(row_type: type, table: str, extra: tuple[tuple[str, pa.DataType], ...] = ()) -> pa.Schema:
-    """The Parquet schema of a row type's columns (plus ``extra`` ones the store adds), tagged with the version."""
-    fields = [(name, PYARROW_TYPES[kind]) for name, kind in columns(row_type)] + list(extra)
-    return pa.schema(fields, metadata={"schema_version": str(SCHEMA_VERSION), "table": table})
+def schema_of(row_type: type, table: str, extra: tuple[pa.Field, ...] = ()) -> pa.Schema:
+    """The Parquet schema of a row type's columns (plus ``extra`` ones the store adds), tagged with the version;
+    each field carries its column's description and unit (``results.rows.column``)."""
+    fields = [
+        pa.field(f.name, PYARROW_TYPES[kind], metadata={k: v for k, v in f.metadata.items() if v})
+        for f, (_, kind) in zip(dataclasses.fields(row_type), columns(row_type), strict=True)
+    ]
+    return pa.schema([*fields, *extra], metadata={"schema_version": str(SCHEMA_VERSION), "table": table})
 
 
-RUNS = schema_of(RunRow, "runs", (("schema_version", pa.int64()),))  # the store stamps each run with the version
+RUNS = schema_of(RunRow, "runs", (SCHEMA_VERSION_FIELD,))  # the store stamps each run with the version
 EVALS = schema_of(EvalRow, "evals")
 
 
@@ -38,3 +57,15 @@ def check_columns(record: dict[str, object], schema: pa.Schema) -> None:
     if missing or unknown:
         table = schema.metadata[b"table"].decode()
         raise ValueError(f"a row of the {table} table does not match its schema: missing {missing}, unknown {unknown}")
+
+
+def upgrade_run_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A runs row as written by an earlier schema, in this schema's columns and types (the row says which
+    version wrote it; absent columns get the value that means "not recorded")."""
+    upgraded = {name: record.get(name) for name in RUNS.names}
+    if isinstance(upgraded["started_at"], int | float):
+        upgraded["started_at"] = datetime.fromtimestamp(upgraded["started_at"], tz=UTC)
+    for name, default in (("resumes", 0), ("node_id", "")):
+        if upgraded[name] is None:
+            upgraded[name] = default
+    return upgraded

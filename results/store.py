@@ -34,7 +34,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from results.schema import EVALS, RUNS, SCHEMA_VERSION, check_columns
+from results.folder_readme import README_NAME, folder_readme
+from results.schema import EVALS, RUNS, SCHEMA_VERSION, check_columns, upgrade_run_record
 
 CHECKSUMS = "checksums"  # OUT/checksums/<cell_id>.json: {"evals": sha256, "runs": [sha256, ...]}
 
@@ -202,6 +203,23 @@ class ResultStore:
         except OSError as error:
             raise OutputError(f"output folder {self.root} cannot be written: {error.strerror or error}") from None
 
+    def write_readme(self) -> bool:
+        """OUT/README.md, the folder's schema and units (results.folder_readme), when missing or out of date; a
+        README.md of someone else's (not one the harness wrote) is left alone. Returns whether it was written."""
+        path = self.root / README_NAME
+        text = folder_readme()
+        try:
+            current = path.read_text(encoding="utf-8") if path.exists() else None
+        except (OSError, UnicodeDecodeError):
+            return False
+        if current == text or (current is not None and not current.startswith(text.split("\n", 1)[0])):
+            return False
+        try:
+            write_text_atomic(path, text)
+        except OSError as error:
+            raise OutputError(f"could not write {path}: {error.strerror or error}") from None
+        return True
+
     def write_cell(self, run: dict[str, Any], evals: Iterable[dict[str, Any]]) -> None:
         """Write a cell's evals, then its run row; a failed write (disk full, folder gone) leaves no file that
         claims the cell finished, and raises OutputError in one line."""
@@ -247,7 +265,7 @@ class ResultStore:
         sums = read_checksums(self.root, cell_id)
         runs_path = self.runs_dir / f"{cell_id}.parquet"
         evals_sha = sums["evals"] if sums else file_sha256(self.evals_dir / f"{cell_id}.parquet")
-        table = pa.Table.from_pylist([{**run, "tags": ",".join(merged)}], schema=RUNS)
+        table = pa.Table.from_pylist([{**upgrade_run_record(run), "tags": ",".join(merged)}], schema=RUNS)
         try:
             self._write_run(cell_id, table, evals_sha, keep=file_sha256(runs_path))
         except OSError as error:

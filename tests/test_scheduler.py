@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +37,8 @@ def test_ray_runs_a_tiny_grid_on_reused_workers(tmp_path: Path) -> None:
     assert len(runs) == 8 and set(runs.status) == {"ok"} and set(runs.threads) == {1}
     assert runs.pid.nunique() < len(runs), "worker processes must be reused across cells"
     assert any("8/8 cells: 8 done, 0 failed" in line for line in lines)
+    assert runs.node_id.nunique() == 1 and re.fullmatch("[0-9a-f]{56}", runs.node_id.iloc[0])  # one Ray node here
+    assert str(runs.started_at.dtype) == "datetime64[us, UTC]"
 
 
 def test_small_backbones_share_a_gpu_and_large_ones_get_a_whole_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,4 +170,5 @@ def test_a_worker_killed_mid_cell_is_retried_and_the_grid_has_every_row_once(tmp
     runs = pd.read_parquet(out / "runs")
     assert len(runs) == len(cells) and runs.cell_id.is_unique and set(runs.status) == {"ok"}
     by_killed = runs[runs.pid == killed[0]]  # only what it finished before it died
-    assert (by_killed.started_at + by_killed.wall_seconds <= killed_at[0]).all()
+    ended = by_killed.started_at + pd.to_timedelta(by_killed.wall_seconds, unit="s")
+    assert (ended <= pd.Timestamp(killed_at[0], unit="s", tz="UTC")).all()

@@ -15,6 +15,7 @@ import pytest
 
 from harness.grid import Filters, expand_grid
 from harness.scheduler import RunOptions, run_grid
+from results.load import with_config_columns
 from results.report import load_tables
 from results.schema import SCHEMA_VERSION
 from results.store import CHECKSUMS, OutputError, ResultStore
@@ -345,3 +346,46 @@ def test_a_run_row_that_cannot_be_written_leaves_no_evals_file_behind(tmp_path: 
     with pytest.raises(OverflowError):  # a seed beyond int64 (refused by grid validation now) fails before any write
         store.write_cell({**run, "seed": 10**23}, [])
     assert (out / "evals" / f"{cell_id}.parquet").read_bytes() == evals and store.read_run(cell_id) == run
+
+
+def test_the_output_folder_describes_itself(tmp_path: Path) -> None:
+    from results.folder_readme import folder_readme
+    from results.schema import EVALS, METRICS, RUNS
+
+    out = tmp_path / "out"
+    cell_id = one_cell(tmp_path, out)
+    readme = (out / "README.md").read_text()
+    assert readme == folder_readme()
+    for name in [*RUNS.names, *EVALS.names, *METRICS]:
+        assert f"`{name}`" in readme, name
+    for table in ("runs", "evals"):
+        schema = pq.read_schema(out / table / f"{cell_id}.parquet")
+        assert all(field.metadata and field.metadata[b"description"] for field in schema), table
+    runs = pd.read_parquet(out / "runs")
+    assert str(runs.started_at.dtype) == "datetime64[us, UTC]" and list(runs.node_id) == [""]  # inline: no Ray
+    assert abs(pd.Timestamp.now(tz="UTC") - runs.started_at.iloc[0]) < pd.Timedelta(minutes=10)
+    typed = with_config_columns(load_tables(out).runs)
+    assert typed["training.lr"].dtype == "float64" and typed["backbone.name"].iloc[0] == "fc"
+
+    (out / "README.md").write_text("# Our notes on this run\n")  # a README of the researcher's is theirs
+    assert not ResultStore(out).write_readme()
+    assert (out / "README.md").read_text() == "# Our notes on this run\n"
+
+
+def test_a_runs_file_of_an_earlier_schema_reads_as_this_one_and_takes_new_tags(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    out = tmp_path / "out"
+    cell_id = one_cell(tmp_path, out)
+    path = out / "runs" / f"{cell_id}.parquet"
+    row = pq.read_table(path).to_pylist()[0]
+    started = row["started_at"].timestamp()
+    del row["node_id"]
+    pq.write_table(pa.Table.from_pylist([{**row, "started_at": started, "schema_version": 3}]), path)
+    (out / CHECKSUMS / f"{cell_id}.json").unlink()  # as a schema-3 folder written before checksums
+
+    runs = load_tables(out).runs
+    assert abs(runs.started_at.iloc[0].timestamp() - started) < 1e-5 and runs.node_id.iloc[0] == ""
+    assert ResultStore(out).merge_tags(cell_id, ["later"])
+    updated = ResultStore(out).read_run(cell_id)
+    assert updated["tags"].endswith(",later") and updated["schema_version"] == 3  # the version that recorded it
