@@ -16,6 +16,7 @@ from results.references import REFERENCES
 from results.sections import Section
 
 Plot = tuple[Any, Any]  # a matplotlib figure and its axes, drawn but not yet saved
+ANNOTATED_MATRIX = 12  # accuracy matrices of at most this many tasks have each cell's number written in it
 
 
 def _pyplot() -> Any:
@@ -47,7 +48,8 @@ def _plot_curves(
     figure, axes = _pyplot().subplots(figsize=(7, 4))
     for row, (x, y) in curves:
         axes.plot(x, 100 * y, **style, label=row.label, linewidth=1)
-    axes.set(xlabel=axis_labels[0], ylabel=axis_labels[1], title=section.anchor)
+    axes.set(xlabel=axis_labels[0], ylabel=axis_labels[1], title=_title(section))
+    axes.xaxis.set_major_locator(_ticker().MaxNLocator(integer=True))  # steps and task counts are whole
     return figure, axes
 
 
@@ -65,9 +67,21 @@ def _plot_bytes(section: Section) -> Plot | None:
     if published:
         xs, ys, _ = zip(*published, strict=True)
         axes.scatter(xs, ys, marker="*", s=120, color="black", label="published")
-    axes.set_xscale("log")
-    axes.set(xlabel="bytes to predict every task (MB)", ylabel="final average accuracy (%)", title=section.anchor)
+    _readable_log_axis(axes, [r.stats["storage_bytes"][0] / 1e6 for r in points] + [x for x, _, _ in published])
+    axes.set(xlabel="bytes to predict every task (MB)", ylabel="final average accuracy (%)", title=_title(section))
     return figure, axes
+
+
+def _readable_log_axis(axes: Any, values: list[float]) -> None:
+    """A log x axis ticked at 1, 2 and 5 times powers of ten, in plain numbers, spanning at least 9x around the
+    values so that it always shows several ticks (one tick alone does not say what the scale is)."""
+    ticker = _ticker()
+    low, high = min(values), max(values)
+    axes.set_xscale("log")
+    axes.set_xlim(low / 3, high * 3)
+    axes.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _plot_matrices(section: Section, folder: Path, prefix: str) -> None:
@@ -77,15 +91,29 @@ def _plot_matrices(section: Section, folder: Path, prefix: str) -> None:
         matrix = row.cells["matrix"].iloc[0]
         if not matrix.size:
             continue
-        figure, axes = plt.subplots(figsize=(4, 3.4))
+        figure, axes = plt.subplots(figsize=(4.4, 3.8))
         image = axes.imshow(100 * matrix, vmin=0, vmax=100, cmap="viridis", aspect="auto", interpolation="nearest")
-        axes.set(xlabel="task", ylabel="segment (empty rows: not evaluated)", title=_short(row.label, 48))
+        title = f"{section.stream} · {section.scenario}\n{_short(row.label, 44)}"
+        axes.set(xlabel="task", ylabel="segment (empty rows: not evaluated)", title=title)
+        axes.title.set_fontsize(9)
+        for axis in (axes.xaxis, axes.yaxis):
+            axis.set_major_locator(_ticker().MaxNLocator(integer=True))
+        if max(matrix.shape) <= ANNOTATED_MATRIX:
+            _annotate(axes, 100 * matrix)
         figure.colorbar(image, ax=axes, label="accuracy (%)")
         figure.tight_layout()
         name = f"{prefix}-matrix-{index}.png"
         figure.savefig(folder / name, dpi=80)
         plt.close(figure)
         section.images[f"matrix-{index}"] = name
+
+
+def _annotate(axes: Any, percent: np.ndarray) -> None:
+    """Each evaluated cell's accuracy written in it, dark on the light end of the colour map."""
+    for (i, j), value in np.ndenumerate(percent):
+        if np.isfinite(value):
+            colour = "black" if value > 60 else "white"
+            axes.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7, color=colour)
 
 
 def plot_section(section: Section, folder: Path, prefix: str) -> None:
@@ -115,6 +143,16 @@ def _published_points(section: Section) -> list[tuple[float, float, str]]:
             key = (reference.label, reference.method, json.dumps(reference.method_settings, sort_keys=True))
             pairs.setdefault(key, {})[reference.metric] = reference.value
     return [(v["storage_bytes"] / 1e6, 100 * v["accuracy"], k[0]) for k, v in pairs.items() if len(v) == 2]
+
+
+def _ticker() -> Any:
+    import matplotlib.ticker
+
+    return matplotlib.ticker
+
+
+def _title(section: Section) -> str:
+    return f"{section.stream} · {section.scenario}"
 
 
 def _finish(figure: Any, axes: Any, path: Path) -> None:

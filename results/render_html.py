@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import html
 
+import numpy as np
+
+from results.columns import columns
 from results.load import Tables
 from results.sections import Row, Section
 from results.text import STATISTICS, failed_cells, headings, legend, row_cells, summary_line, unfinished_cells
@@ -19,14 +22,50 @@ td.flag { color: #b00; font-weight: bold; }
 img { max-width: 48%; margin: 0.3em; border: 1px solid #eee; }
 img.matrix { max-width: 23%; }
 nav a { margin-right: 1em; }
+th { cursor: pointer; }
+th[data-order="down"]::after { content: " \\25BC"; }
+th[data-order="up"]::after { content: " \\25B2"; }
 """
 e = html.escape
 
 
+SORT_SCRIPT = r"""
+document.querySelectorAll("table.sortable").forEach(table => {
+  table.querySelectorAll("th").forEach((th, index) => {
+    th.title = "sort by this column (again: the other way)";
+    th.addEventListener("click", () => {
+      const body = table.tBodies[0];
+      const down = th.dataset.order !== "down";
+      table.querySelectorAll("th").forEach(h => delete h.dataset.order);
+      th.dataset.order = down ? "down" : "up";
+      const key = row => {
+        const cell = row.cells[index];
+        if (cell.dataset.v === "") return "";  // a metric this row lacks
+        const raw = cell.dataset.v ?? cell.textContent.replace("\u2212", "-").replace(/^[\u2248\s]+/, "");
+        const number = parseFloat(raw);
+        return Number.isFinite(number) ? number : cell.textContent.trim();
+      };
+      const rank = value => (value === "" ? 2 : typeof value === "number" ? 0 : 1);
+      const rows = Array.from(body.rows).map((row, order) => [key(row), order, row]);
+      rows.sort((a, b) => {
+        if (rank(a[0]) !== rank(b[0])) return rank(a[0]) - rank(b[0]);  // numbers, then text, empty cells last
+        const c = rank(a[0]) === 0 ? a[0] - b[0] : String(a[0]).localeCompare(String(b[0]), undefined, {numeric: true});
+        return (c === 0 ? a[1] - b[1] : down ? -c : c);
+      });
+      rows.forEach(([, , row]) => body.appendChild(row));
+    });
+  });
+});
+"""
+
+
 def _row_html(row: Row) -> str:
-    """A table row: the label carries the version and tags as a tooltip, a flagged difference is marked."""
+    """A table row: the label carries the version and tags as a tooltip, a flagged difference is marked; a metric
+    cell carries its mean as ``data-v``, the key its column sorts by."""
     cells = row_cells(row)
-    rendered = [f"<td>{e(c)}</td>" for c in cells[:-1]]
+    means = [f"{m:.17g}" if np.isfinite(m := row.stats[c.name][0]) else "" for c in columns()]
+    keys = [""] * (len(cells) - len(means) - 2) + [f' data-v="{m}"' for m in means] + ["", ""]
+    rendered = [f"<td{key}>{e(text)}</td>" for text, key in zip(cells[:-1], keys, strict=False)]
     tooltip = f"version {row.version}; tags: {', '.join(row.tags)}"
     rendered[0] = f'<td title="{e(tooltip)}">{e(cells[0])}</td>'
     flag = ' class="flag"' if cells[-1].endswith("!") else ""
@@ -35,7 +74,9 @@ def _row_html(row: Row) -> str:
 
 def _section_html(section: Section, images: str) -> list[str]:
     parts = [f'<section id="{e(section.anchor)}"><h2>{e(section.stream)} · {e(section.scenario)}</h2>']
-    parts.append("<table><thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in headings()) + "</tr></thead><tbody>")
+    parts.append(
+        '<table class="sortable"><thead><tr>' + "".join(f"<th>{e(c)}</th>" for c in headings()) + "</tr></thead><tbody>"
+    )
     parts += [_row_html(row) for row in section.rows]
     parts.append("</tbody></table>")
     for kind, name in section.images.items():
@@ -88,4 +129,4 @@ def render_html(sections: list[Section], tables: Tables, images: str, title: str
     for section in sections:
         parts += _section_html(section, images)
     parts += _problems_html(tables)
-    return "\n".join(parts) + "</body></html>\n"
+    return "\n".join(parts) + f"<script>{SORT_SCRIPT}</script></body></html>\n"

@@ -201,6 +201,14 @@ def test_an_unreadable_result_file_is_reported_not_fatal(runs_dir: Path, tmp_pat
     assert str(victim) in paths.markdown.read_text()
 
 
+SORTED_COLUMN = """heading => {
+  const table = document.querySelector("section#synthetic-GG table");
+  const index = Array.from(table.tHead.rows[0].cells).findIndex(th => th.textContent.startsWith(heading));
+  const cells = Array.from(table.tBodies[0].rows).map(row => row.cells[index]);
+  return [cells.map(c => c.dataset.v === undefined ? c.textContent : Number(c.dataset.v)), index];
+}"""
+
+
 def test_the_page_renders_in_a_headless_browser_with_every_image_and_no_console_errors(report) -> None:  # noqa: ANN001
     from playwright.sync_api import sync_playwright
 
@@ -219,7 +227,14 @@ def test_the_page_renders_in_a_headless_browser_with_every_image_and_no_console_
         images = page.evaluate("Array.from(document.images).map(i => [i.src, i.complete && i.naturalWidth > 0])")
         headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
         page.screenshot(path=str(artifacts / "leaderboard.png"), full_page=True)
+        orders = {}
+        for heading in ("bytes", "bytes", "method"):  # a click sorts by the column; a second, the other way
+            page.locator("section#synthetic-GG th", has_text=heading).first.click()
+            orders[(heading, len(orders))] = page.evaluate(SORTED_COLUMN, heading)
         browser.close()
+    (bytes_down, _), (bytes_up, _), (methods, _) = orders.values()
+    assert len(bytes_down) >= 3 and bytes_down == sorted(bytes_down, reverse=True) and bytes_up == bytes_down[::-1]
+    assert methods == sorted(methods, reverse=True) and len(set(methods)) > 1
     assert len(images) == len(report.images) > 0 and all(loaded for _, loaded in images), images
     assert not messages, messages
     assert {"synthetic · GG", "permuted_mnist · GNu", "Failed cells", "Cells not finished"} <= set(headings)
