@@ -28,7 +28,8 @@ EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 MODULES = {
     "run": ("harness.grid", "harness.scheduler", "harness.estimate", "results.report", "scenarios.datasets"),
     "report": ("results.report", "results.store", "scenarios.datasets"),
-    "list": ("harness.grid_files",),  # `list methods` and `list streams` import the rest as they need it
+    "list": ("harness.grid_files",),
+    "export": ("harness.loggers", "results.load"),  # `list methods` and `list streams` import the rest as they need it
 }
 
 
@@ -98,11 +99,25 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="save a running cell's whole state this often, so a killed cell resumes there (0: never; default 300)",
     )
+    run.add_argument(
+        "--logger",
+        dest="loggers",
+        action=_CsvList,
+        default=(),
+        metavar="NAME",
+        help="also send each finished cell's rows to this logger: tensorboard (OUT/tensorboard), wandb (offline "
+        "unless $WANDB_MODE says otherwise), or an outside one (entry-point group harness.loggers); repeatable",
+    )
     run.add_argument("--dry-run", action="store_true", help="validate and list the cells; train nothing")
 
     report = commands.add_parser("report", help="build the leaderboard (Markdown and HTML) from an output folder")
     report.add_argument("runs_dir", type=Path, help="an output folder of `harness run` (e.g. runs/smoke)")
     report.add_argument("--out", type=Path, default=None, help="where to write it (default: RUNS_DIR)")
+
+    export = commands.add_parser("export", help="write the finished cells of an output folder to a logger")
+    export.add_argument("logger", help="a logger's name: tensorboard, wandb, or an outside one")
+    export.add_argument("runs_dir", type=Path, help="an output folder of `harness run` (e.g. runs/smoke)")
+    export.add_argument("--to", type=Path, default=None, help="where the logger writes (default: RUNS_DIR)")
 
     show = commands.add_parser("list", help="list methods, streams, scenarios or grids")
     show.add_argument("what", choices=("methods", "streams", "scenarios", "grids"))
@@ -186,6 +201,7 @@ def _dry_run(cells: Sequence[Cell], data_dir: Path | None, out: Path) -> None:
 def _run(args: argparse.Namespace) -> int:
     from harness.config import ConfigError
     from harness.grid import Filters, expand_grid
+    from harness.loggers import check_loggers
     from harness.overrides import parse_added_method, parse_override
     from harness.scheduler import RunOptions, run_grid
 
@@ -205,6 +221,7 @@ def _run(args: argparse.Namespace) -> int:
         added_methods=tuple(parse_added_method(text) for text in args.added_methods),
     )
     cells = expand_grid(args.grid, filters)
+    check_loggers(args.loggers)
     grid_name = cells[0].grid
     out = args.out or Path("runs") / grid_name
     data_dir = args.data_dir or os.environ.get("HARNESS_DATA_DIR")
@@ -222,6 +239,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         cpus_per_cell=args.cpus_per_cell,
         checkpoint_every_s=args.checkpoint_every or math.inf,
+        loggers=args.loggers,
     )
     summary = run_grid(cells, options)
     print(
@@ -231,6 +249,26 @@ def _run(args: argparse.Namespace) -> int:
     for failure in summary.failures:
         print(f"  failed: {failure}", file=sys.stderr)
     return EXIT_FAILED_CELLS if summary.failed else EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Every cell of an output folder (finished or failed) through a logger, as ``--logger`` would have sent it."""
+    from harness.loggers import Loggers, check_loggers
+    from results.load import load_tables
+
+    check_loggers([args.logger])
+    tables = load_tables(args.runs_dir)
+    to = args.to or args.runs_dir
+    loggers = Loggers([args.logger], to, lambda line: print(line, file=sys.stderr))
+    by_cell = dict(tuple(tables.evals.groupby("cell_id"))) if len(tables.evals) else {}
+    exported = 0
+    for run in tables.runs.to_dict("records"):
+        evals = by_cell.get(run["cell_id"])
+        loggers.log_cell(run, [] if evals is None else evals.to_dict("records"))
+        exported += bool(loggers.active)
+    loggers.close()
+    print(f"{plural(exported, 'cell')} of {args.runs_dir} written by the {args.logger} logger into {to}")
+    return EXIT_OK if loggers.active or not len(tables.runs) else EXIT_FAILED_CELLS
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -249,6 +287,8 @@ def _command(args: argparse.Namespace) -> int:
             code = EXIT_OK
         elif args.command == "report":
             code = _report(args)
+        elif args.command == "export":
+            code = _export(args)
         else:
             code = _run(args)
         sys.stdout.flush()  # here, not at exit, so that a reader gone away (`| head -1`) is caught below
@@ -264,12 +304,13 @@ def _bad_input_errors() -> tuple[type[Exception], ...]:
     """The errors that are the user's input, not a bug: one line and exit 2. Imported only when one is raised,
     so that `harness list grids` does not import the datasets (and torch) to be ready for them."""
     from harness.config import ConfigError
+    from harness.loggers import LoggerError
     from harness.registry import UnknownNameError
     from results.report import ReportError
     from results.store import OutputError
     from scenarios.datasets import DataCorruptError, DataMissingError
 
-    return ConfigError, UnknownNameError, DataMissingError, DataCorruptError, OutputError, ReportError
+    return ConfigError, UnknownNameError, DataMissingError, DataCorruptError, OutputError, ReportError, LoggerError
 
 
 def _stdout_to_devnull() -> None:

@@ -33,7 +33,9 @@ from harness.cells import Cell
 from harness.checkpoint import checkpoint_path, discard_cell_state
 from harness.config import ConfigError
 from harness.interrupts import interrupt_on_sigterm
+from harness.loggers import LoggerError, Loggers, check_loggers
 from harness.presets import backbone_name, spec_from_dict
+from harness.registry import UnknownNameError
 from harness.runner import DEFAULT_CHECKPOINT_EVERY_S, CellResult, WorkerSettings, failed_result, run_cell
 from results.store import ResultStore
 from scenarios import STREAMS
@@ -53,6 +55,7 @@ class RunOptions:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cpus_per_cell: int = 1
     checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S  # math.inf: cells save no checkpoints
+    loggers: tuple[str, ...] = ()  # harness.loggers names: each finished cell's rows also go there
     progress: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
 
 
@@ -162,6 +165,10 @@ def check_before_work(cells: Sequence[Cell], options: RunOptions) -> None:
     existing cluster's resources are checked when the driver joins it (``_resources``), after it is reachable.
     """
     ResultStore(options.out).check_location()
+    try:
+        check_loggers(options.loggers)
+    except (LoggerError, UnknownNameError) as error:
+        raise ConfigError(str(error)) from None
     if problem := cache_dir_problem():
         raise ConfigError(f"{problem}; point ${CACHE_DIR_ENV} at a folder")
     address = _ray_address(options) if options.executor == "ray" else None
@@ -217,8 +224,9 @@ def worker_settings(options: RunOptions, device: str) -> WorkerSettings:
     return WorkerSettings(options.data_dir, device, options.cpus_per_cell, git_sha(), out, options.checkpoint_every_s)
 
 
-def _record(store: ResultStore, summary: Summary, cell: Cell, result: CellResult) -> None:
+def _record(store: ResultStore, summary: Summary, cell: Cell, result: CellResult, loggers: Loggers) -> None:
     store.write_cell(result.run, result.evals)
+    loggers.log_cell(result.run, result.evals)  # after the Parquet files: a logger cannot cost a result
     if not result.keep_checkpoint:  # the cell ran to its end (ok or failed): nothing to resume
         discard_cell_state(store.root, cell.cell_id)
     if result.run["status"] == "ok":
@@ -255,14 +263,20 @@ def run_grid(cells: Sequence[Cell], options: RunOptions) -> Summary:
             recorded = set(str(finished.get(cell.cell_id, {}).get("tags") or "").split(","))
             if cell.cell_id in finished and not set(cell.tags) <= recorded:
                 store.merge_tags(cell.cell_id, cell.tags)
-        if options.executor == "inline":
-            _run_inline(todo, options, store, summary)
-        else:
-            _run_ray(todo, options, store, summary)
+        loggers = Loggers(options.loggers, options.out, options.progress)
+        try:
+            if options.executor == "inline":
+                _run_inline(todo, options, store, summary, loggers)
+            else:
+                _run_ray(todo, options, store, summary, loggers)
+        finally:
+            loggers.close()
     return summary
 
 
-def _run_inline(cells: Sequence[Cell], options: RunOptions, store: ResultStore, summary: Summary) -> None:
+def _run_inline(
+    cells: Sequence[Cell], options: RunOptions, store: ResultStore, summary: Summary, loggers: Loggers
+) -> None:
     device = "cuda" if options.device == "cuda" else "cpu"
     if options.device == "auto":
         import torch
@@ -272,7 +286,7 @@ def _run_inline(cells: Sequence[Cell], options: RunOptions, store: ResultStore, 
     progress = Progress(summary, options.progress)
     for cell in cells:
         progress.show(running=1)
-        _record(store, summary, cell, run_cell(cell, settings))
+        _record(store, summary, cell, run_cell(cell, settings), loggers)
     progress.show(running=0, force=True)
 
 
@@ -348,7 +362,9 @@ def _cancel_on_cluster(refs: list[Any]) -> None:
             pass
 
 
-def _run_ray(cells: Sequence[Cell], options: RunOptions, store: ResultStore, summary: Summary) -> None:
+def _run_ray(
+    cells: Sequence[Cell], options: RunOptions, store: ResultStore, summary: Summary, loggers: Loggers
+) -> None:
     if not cells:
         return
     import ray
@@ -374,7 +390,7 @@ def _run_ray(cells: Sequence[Cell], options: RunOptions, store: ResultStore, sum
                         result = ray.get(ref)
                     except Exception as error:  # the worker died more often than it was retried
                         result = failed_result(cell, settings, error)
-                    _record(store, summary, cell, result)
+                    _record(store, summary, cell, result, loggers)
                     progress.show(running=min(slots, len(pending)), force=True)
                 progress.show(running=min(slots, len(pending)))
         except BaseException:
