@@ -239,6 +239,18 @@ def _record(store: ResultStore, summary: Summary, cell: Cell, result: CellResult
 def run_grid(cells: Sequence[Cell], options: RunOptions) -> Summary:
     """Run the cells not finished yet in ``options.out``; returns counts. Bad input raises before any work."""
     check_before_work(cells, options)
+    address = _ray_address(options) if options.executor == "ray" else None
+    joined = _start_ray(address) if address else False  # an existing cluster that refuses us: before any work
+    try:
+        return _run_grid(cells, options)
+    finally:
+        if joined:
+            import ray
+
+            ray.shutdown()
+
+
+def _run_grid(cells: Sequence[Cell], options: RunOptions) -> Summary:
     store = ResultStore(options.out)
     store.ensure_writable()
     with store.exclusive():
@@ -315,10 +327,32 @@ def _start_ray(address: str | None) -> bool:
         try:
             ray.init(address=address, **common)
         except Exception as error:
-            raise ConfigError(f"cannot join the Ray cluster at {address!r}: {str(error).splitlines()[0]}") from None
+            raise ConfigError(join_error(address, error)) from None
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **common)
     return True
+
+
+AUTH_FAILURES = ("InvalidAuthToken", "AuthenticationError", "Authentication token")
+
+
+def join_error(address: str, error: BaseException) -> str:
+    """One line for a failed join. Ray 2.60's ``ray start`` turns token authentication on, and a driver without
+    ``RAY_AUTH_MODE=token`` is refused with only "Failed to connect": the reason is in the chained errors."""
+    chain, seen = [], error
+    while seen is not None and len(chain) < 10:
+        chain.append(str(seen))
+        seen = seen.__cause__ or seen.__context__
+    first = (str(error).splitlines() or [type(error).__name__])[0]
+    if any(marker in text for text in chain for marker in AUTH_FAILURES):
+        mode = os.environ.get("RAY_AUTH_MODE", "unset")
+        return (
+            f"cannot join the Ray cluster at {address!r}: it refused this driver's authentication token "
+            f"(InvalidAuthToken; RAY_AUTH_MODE is {mode}). Set RAY_AUTH_MODE=token here and on every node, with "
+            "the cluster's token in ~/.ray/auth_token, $RAY_AUTH_TOKEN_PATH or $RAY_AUTH_TOKEN (README, 'A Ray "
+            "cluster of several machines')"
+        )
+    return f"cannot join the Ray cluster at {address!r}: {first}"
 
 
 def _largest_node(resource: str) -> float:
