@@ -32,6 +32,7 @@ from harness.checkpoint import Checkpoints, Position, partial_path, random_state
 from harness.config import parse_config
 from harness.evaluation import Evaluator, Recorder
 from harness.meters import Clock, PeakMemory
+from harness.progress import REPORT_EVERY_S, CellProgress, ProgressSink, node_name
 from harness.training import TrainingConfig
 from methods import METHODS
 from methods.base import BuildContext, LabelSpace, Method, SegmentData, TrainableParams, trainable
@@ -56,6 +57,7 @@ class WorkerSettings:
     git_sha: str = ""
     out: str | None = None  # the output folder: checkpoints and partial results go there (None: neither)
     checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S  # 0: at every chance (tests); math.inf: never save
+    progress: ProgressSink | None = None  # where the cell reports how far it is (None: nowhere)
 
 
 @dataclass
@@ -119,6 +121,10 @@ class Loop:
         self.memory = PeakMemory(self.device)
         self.resumes = 0
         self.partial_written = time.monotonic()
+        self.progress = settings.progress
+        self.reported_at = 0.0
+        self.last_accuracy: float | None = None
+        self.node = node_name() if self.progress is not None else ""
         self.start: Position | None = None  # where training begins: None from the start, else a checkpoint's place
         self.checkpoints: Checkpoints | None = None
         if settings.out is not None:
@@ -230,9 +236,13 @@ class Loop:
         if self.last_loss is not None:
             self.record(segment.index, segment.task, "train_loss", self.last_loss.item(), self.training.batch_size)
         limit = self.training.eval_samples or None
+        accuracies = []
         for task, measures in self.evaluator.measure_all(self.seen, limit).items():
             for metric, (value, n) in measures.items():
                 self.record(segment.index, task, metric, value, n)
+            if "accuracy" in measures:
+                accuracies.append(measures["accuracy"][0])
+        self.last_accuracy = sum(accuracies) / len(accuracies) if accuracies else self.last_accuracy
         self.record(segment.index, -1, "storage_bytes", sum(self.method.storage().values()), 0)
         for name, value in self.method.diagnostics().items():
             self.record(segment.index, -1, DIAGNOSTIC_PREFIX + name, value, 0)
@@ -275,10 +285,33 @@ class Loop:
 
             self.method.end_segment(visible, replay)
 
+    def report(self, segments_done: int, force: bool = False) -> None:
+        """Tell the driver where the cell is: at most every REPORT_EVERY_S seconds, or now when ``force``."""
+        now = time.monotonic()
+        if self.progress is None or (not force and now - self.reported_at < REPORT_EVERY_S):
+            return
+        self.reported_at = now
+        segments = self.stream.segments()
+        self.progress.send(
+            CellProgress(
+                cell_id=self.cell.cell_id,
+                node=self.node,
+                segment=segments_done,
+                segments=len(segments),
+                step=self.step,
+                steps=sum(s.steps for s in segments),
+                loss=None if self.last_loss is None else float(self.last_loss),
+                accuracy=self.last_accuracy,
+                elapsed_s=self.clock.wall(),
+            )
+        )
+
     def count_step(self, segment: Segment, loss: Tensor, batch: int) -> None:
         self.last_loss = loss.detach()
         self.step += 1
         self.samples += batch
+        if self.progress is not None:
+            self.report(segment.index)
         probe_every = self.training.probe_every
         if (
             probe_every > 0
@@ -333,6 +366,7 @@ class Loop:
             self._restart_optimizer(self.method.begin_segment(None, 0))
         segments = self.stream.segments()
         every = self.training.eval_every_segments
+        self.report(start.segment if start is not None else 0, force=True)
         for segment in segments:
             if start is not None and segment.index < start.segment:
                 continue  # trained before the checkpoint this cell resumed from
@@ -340,6 +374,7 @@ class Loop:
             self.train_segment(segment, start.steps_done if start is not None and resumed else None)
             if (segment.index + 1) % every == 0 or segment is segments[-1]:
                 self.evaluate_seen(segment)
+                self.report(segment.index + 1, force=True)
             if self.checkpoints is None or segment is segments[-1]:
                 continue
             if self.checkpoints.due():

@@ -14,6 +14,7 @@ dies is retried.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +32,11 @@ from harness.cache import CACHE_DIR_ENV, cache_dir, cache_dir_problem
 from harness.cells import Cell
 from harness.checkpoint import checkpoint_path, discard_cell_state
 from harness.config import ConfigError
+from harness.estimate import estimate_cell
 from harness.interrupts import interrupt_on_sigterm
 from harness.loggers import LoggerError, Loggers, check_loggers
 from harness.presets import backbone_name, spec_from_dict
+from harness.progress import GridCounts, ProgressBoard, ProgressDisplay, ProgressSink, ProgressView
 from harness.registry import UnknownNameError
 from harness.runner import DEFAULT_CHECKPOINT_EVERY_S, CellResult, WorkerSettings, failed_result, run_cell
 from results.store import ResultStore
@@ -44,6 +46,10 @@ from scenarios.datasets import DataMissingError, prepare_dataset
 SMALL_MODEL_GPU_FRACTION = 0.25
 WORKER_RETRIES = 2  # a cell whose worker process dies is run again, at most this many times
 ADDRESS_TIMEOUT_S = 5.0  # how long the driver waits for a Ray cluster's port to answer before it says so
+
+
+def print_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,8 @@ class RunOptions:
     cpus_per_cell: int = 1
     checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S  # math.inf: cells save no checkpoints
     loggers: tuple[str, ...] = ()  # harness.loggers names: each finished cell's rows also go there
-    progress: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
+    progress: Callable[[str], None] = print_progress
+    live: bool | None = None  # a table redrawn in place; None: when progress goes to a terminal's stderr
 
 
 @dataclass
@@ -191,32 +198,20 @@ def check_before_work(cells: Sequence[Cell], options: RunOptions) -> None:
     _check_memory(cells, "cuda" if options.device == "cuda" or (options.device == "auto" and cuda) else "cpu")
 
 
-class Progress:
-    def __init__(self, summary: Summary, emit: Callable[[str], None]) -> None:
-        self.summary = summary
-        self.emit = emit
-        self.started = time.monotonic()
-        self.last_emit = 0.0
-
-    def line(self, running: int) -> str:
-        s = self.summary
-        finished_now = s.done + s.failed
-        elapsed = time.monotonic() - self.started
-        eta = "?"
-        if finished_now:
-            seconds = elapsed / finished_now * s.remaining
-            eta = f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-        return (
-            f"[harness] {finished_now + s.skipped}/{s.total} cells: {s.done} done, {s.failed} failed, "
-            f"{s.skipped} skipped, {running} running, {s.remaining - running} waiting; "
-            f"elapsed {int(elapsed)}s, eta {eta}"
-        )
-
-    def show(self, running: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self.last_emit >= 10:
-            self.last_emit = now
-            self.emit(self.line(running))
+def progress_display(cells: Sequence[Cell], options: RunOptions, summary: Summary, slots: int) -> ProgressDisplay:
+    """The run's live view of ``cells`` (those it has to do), ``slots`` of them at a time."""
+    estimates = {}
+    for cell in cells:
+        try:
+            estimates[cell.cell_id] = estimate_cell(cell).seconds
+        except Exception:  # an outside method or stream the estimator cannot size: no share of the ETA
+            estimates[cell.cell_id] = 0.0
+    view = ProgressView({c.cell_id: c.label() for c in cells}, estimates, slots)
+    live = options.live
+    if live is None:
+        live = options.progress is print_progress and sys.stderr.isatty()
+    counts = lambda: GridCounts(summary.total, summary.skipped, summary.done, summary.failed)  # noqa: E731
+    return ProgressDisplay(view, counts, options.progress, live=live)
 
 
 def worker_settings(options: RunOptions, device: str) -> WorkerSettings:
@@ -224,8 +219,11 @@ def worker_settings(options: RunOptions, device: str) -> WorkerSettings:
     return WorkerSettings(options.data_dir, device, options.cpus_per_cell, git_sha(), out, options.checkpoint_every_s)
 
 
-def _record(store: ResultStore, summary: Summary, cell: Cell, result: CellResult, loggers: Loggers) -> None:
+def _record(
+    store: ResultStore, summary: Summary, cell: Cell, result: CellResult, loggers: Loggers, display: ProgressDisplay
+) -> None:
     store.write_cell(result.run, result.evals)
+    display.view.cell_finished(cell.cell_id, float(result.run["wall_seconds"]))
     loggers.log_cell(result.run, result.evals)  # after the Parquet files: a logger cannot cost a result
     if not result.keep_checkpoint:  # the cell ran to its end (ok or failed): nothing to resume
         discard_cell_state(store.root, cell.cell_id)
@@ -294,12 +292,21 @@ def _run_inline(
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    settings = worker_settings(options, device)
-    progress = Progress(summary, options.progress)
-    for cell in cells:
-        progress.show(running=1)
-        _record(store, summary, cell, run_cell(cell, settings), loggers)
-    progress.show(running=0, force=True)
+    display = progress_display(cells, options, summary, slots=1)
+    board = ProgressBoard()
+
+    def redraw() -> None:
+        display.view.update(board.snapshot())
+        display.refresh()
+
+    settings = dataclasses.replace(worker_settings(options, device), progress=ProgressSink(board, redraw))
+    try:
+        display.refresh(force=True)
+        for cell in cells:
+            _record(store, summary, cell, run_cell(cell, settings), loggers, display)
+            display.refresh(force=True)
+    finally:
+        display.close()
 
 
 # ---- Ray ---------------------------------------------------------------------------------------------------------
@@ -396,6 +403,16 @@ def _cancel_on_cluster(refs: list[Any]) -> None:
             pass
 
 
+def _pull_reports(board: Any, display: ProgressDisplay) -> None:
+    """The board's latest reports into the view; a board slow to answer is asked again next time."""
+    import ray
+
+    try:
+        display.view.update(ray.get(board.snapshot.remote(), timeout=5.0))
+    except Exception:  # GetTimeoutError, or the actor died: progress only
+        pass
+
+
 def _run_ray(
     cells: Sequence[Cell], options: RunOptions, store: ResultStore, summary: Summary, loggers: Loggers
 ) -> None:
@@ -409,13 +426,14 @@ def _run_ray(
         previous_handler = signal.signal(signal.SIGTERM, interrupt_on_sigterm)  # ray.init installed its own
     try:
         device, per_cell = _resources(cells, options)
-        settings = worker_settings(options, device)
+        board = ray.remote(num_cpus=0)(ProgressBoard).remote()  # the workers' reports, on any node
+        settings = dataclasses.replace(worker_settings(options, device), progress=ProgressSink(board))
         remote = _remote()
         pending = {remote.options(**per_cell[c.cell_id]).remote(c, settings): c for c in cells}
-        slots = max(1, int(_largest_node("CPU") * max(1, len(ray.nodes())) // options.cpus_per_cell))
-        progress = Progress(summary, options.progress)
-        progress.show(running=min(slots, len(pending)), force=True)
+        cpus = sum(n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive"))
+        display = progress_display(cells, options, summary, slots=max(1, int(cpus // options.cpus_per_cell)))
         try:
+            display.refresh(force=True)
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
                 for ref in ready:
@@ -424,13 +442,15 @@ def _run_ray(
                         result = ray.get(ref)
                     except Exception as error:  # the worker died more often than it was retried
                         result = failed_result(cell, settings, error)
-                    _record(store, summary, cell, result, loggers)
-                    progress.show(running=min(slots, len(pending)), force=True)
-                progress.show(running=min(slots, len(pending)))
+                    _record(store, summary, cell, result, loggers, display)
+                _pull_reports(board, display)
+                display.refresh(force=bool(ready))
         except BaseException:
             if not started_here:
                 _cancel_on_cluster(list(pending))
             raise  # a local instance is stopped below, workers and all: cancelling first races Ray's bookkeeping
+        finally:
+            display.close()
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
