@@ -172,8 +172,13 @@ HEADINGS = ("cell", "node", "segment", "step", "loss", "accuracy", "cell eta")
 class ProgressDisplay:
     """A rich table redrawn in place on a terminal; plain lines to ``emit`` otherwise."""
 
-    def __init__(self, view: ProgressView, counts: Callable[[], GridCounts], emit: Callable[[str], None],
-                 live: bool | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        view: ProgressView,
+        counts: Callable[[], GridCounts],
+        emit: Callable[[str], None],
+        live: bool | None = None,
+    ) -> None:
         self.view, self.counts, self.emit = view, counts, emit
         self.live_display: Any = None
         self.last_line = self.last_cells = self.last_counts_at = 0.0

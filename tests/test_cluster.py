@@ -98,9 +98,12 @@ def cluster() -> Iterator[tuple[dict[str, str], str, Path]]:
             assignments = [a for a in args if re.fullmatch(r"[A-Z_]+=.*", a)]
             command = [a for a in args if a not in assignments]
             started = subprocess.run(
-                command, env={**env, **dict(a.split("=", 1) for a in assignments)}, capture_output=True, text=True,
+                command,
+                env={**env, **dict(a.split("=", 1) for a in assignments)},
+                capture_output=True,
+                text=True,
                 timeout=120,
-            )  # fmt: skip
+            )
             assert started.returncode == 0, started.stderr[-3000:]
             if args is head_args:  # the README's next step prints the token the head uses
                 printed = subprocess.run(shlex.split(token), env=env, capture_output=True, text=True, timeout=60)
@@ -119,9 +122,13 @@ def driver(env: dict[str, str], address: str, grid: Path, out: Path, auth: bool)
     rest = [a for a in args if not re.fullmatch(r"[A-Z_]+=.*", a)]
     assert rest[0] == "harness"
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *rest[1:]], env={**env, **assignments}, cwd=REPO,
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", "harness.cli", *rest[1:]],
+        env={**env, **assignments},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_readmes_two_node_cluster_runs_a_grid_over_both_nodes(cluster, tmp_path: Path) -> None:  # noqa: ANN001

@@ -96,8 +96,12 @@ def test_a_terminal_gets_a_table_and_a_pipe_gets_lines(tmp_path: Path) -> None:
     typescript = tmp_path / "typescript"
     terminal = subprocess.run(
         ["script", "-q", "-e", "-c", " ".join([*command, "--out", str(tmp_path / "tty")]), str(typescript)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert terminal.returncode == 0, terminal.stdout[-2000:]
     screen = typescript.read_text(errors="replace")
     assert "┏━" in screen and "cell eta" in screen and "\x1b[1A" in screen  # rich's table, redrawn in place
