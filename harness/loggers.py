@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.registry import Registry
+from results.load import CONFIG_COLUMNS
 from results.schema import DIAGNOSTIC_PREFIX
-
-CONFIG_COLUMNS = ("method_config", "stream_config", "backbone", "training")
 
 
 class Logger(Protocol):

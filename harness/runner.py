@@ -124,6 +124,7 @@ class Loop:
         self.progress = settings.progress
         self.reported_at = 0.0
         self.last_accuracy: float | None = None
+        self.extent: tuple[int, int] | None = None  # (segments, steps) of the whole cell, for progress reports
         self.node = node_name() if self.progress is not None else ""
         self.start: Position | None = None  # where training begins: None from the start, else a checkpoint's place
         self.checkpoints: Checkpoints | None = None
@@ -291,15 +292,17 @@ class Loop:
         if self.progress is None or (not force and now - self.reported_at < REPORT_EVERY_S):
             return
         self.reported_at = now
-        segments = self.stream.segments()
+        if self.extent is None:  # the stream's segments do not change within a cell: counted once
+            segments = self.stream.segments()
+            self.extent = (len(segments), sum(s.steps for s in segments))
         self.progress.send(
             CellProgress(
                 cell_id=self.cell.cell_id,
                 node=self.node,
                 segment=segments_done,
-                segments=len(segments),
+                segments=self.extent[0],
                 step=self.step,
-                steps=sum(s.steps for s in segments),
+                steps=self.extent[1],
                 loss=None if self.last_loss is None else float(self.last_loss),
                 accuracy=self.last_accuracy,
                 elapsed_s=self.clock.wall(),
