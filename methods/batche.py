@@ -19,8 +19,10 @@ the default is PyTorch's, about 2.45 times smaller per layer on FC 1024-1024),
 at ``train_weight_lr``, 1e-4; later tasks at 1e-2) and ``gg_head: factors``
 (their last layer is a rank-one layer too, with each task's factors, where the
 default gives each task its own linear head in GG). Their Adam and L2 decay are
-training settings (``optimizer: adam``; ``weight_decay`` is refused here
-because the factors of every task share one tensor, which decay would erode).
+training settings (``optimizer: adam``); their L2 decay is this method's
+``weight_decay``, not the run's, because the factors of every task share one
+tensor here, which torch's decay would erode: theirs keeps each task's factors
+in a parameter of its own, so their Adam decays only what the task trains.
 
 In GNs and GNu the task is inferred with One-Shot (SupSup Figure 5-right),
 with a coefficient per task's rank-one factors: the superposed layer is
@@ -67,6 +69,10 @@ class BatchEConfig:
     # GG: a linear head per task, or the authors' rank-one last layer with each task's factors (output_size
     # outputs, as in GNs and GNu)
     gg_head: Literal["per_task", "factors"] = added_setting("per_task")
+    # L2 decay of what the segment trains and nothing else: the task's own factors (its head and norm rows), and W on
+    # the first task. The authors' Adam weight_decay (1e-4 by default) on their per-task parameters; added to the
+    # loss as weight_decay / 2 * |p|^2, which is the gradient torch's coupled weight_decay adds
+    weight_decay: float = added_setting(0.0, min=0.0)
     # GNs/GNu: One-Shot over the rank-one factors (SupSup Figure 5-right), or every task's factors tried on the
     # images and the lowest objective taken (the authors' code for BatchE; k forward passes, batched). Measured
     # here (FC 1024-1024, 10 PermutedMNIST tasks, s=500, full batch): One-Shot named the first task for almost
@@ -235,6 +241,7 @@ class BatchE(Method):
         self.layers = kit.layers
         self.norms = kit.norms
         self.seen: list[int] = []
+        self.training_weights = False
         return nn.ModuleDict({"trunk": self.trunk, "heads": self.heads, **({"last": self.last} if self.last else {})})
 
     def begin_segment(self, task: int | None, step: int) -> list[dict]:
@@ -246,6 +253,7 @@ class BatchE(Method):
         train_weights = task == self.seen[0] and not self.config.random_weights
         for layer in self.layers:
             layer.weight.requires_grad_(train_weights)
+        self.training_weights = train_weights
         rest = list(self.heads[task].parameters()) if self.given else []
         rest += [layer.weight for layer in self.layers] if train_weights else []
         rest += [p for norm in self.norms for p in (norm.gamma, norm.beta)]  # each task trains its own rows
@@ -263,7 +271,17 @@ class BatchE(Method):
     def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
         assert task is not None
         self.selection.task = task
-        return F.cross_entropy(self._logits(x, task), y % self.classes)
+        loss = F.cross_entropy(self._logits(x, task), y % self.classes)
+        if self.config.weight_decay:
+            loss = loss + self.config.weight_decay / 2 * sum(p.pow(2).sum() for p in self._trained_by(task))
+        return loss
+
+    def _trained_by(self, task: int) -> list[Tensor]:
+        """What the segment of ``task`` trains: its rows of the factors and norms, its head, W on the first task."""
+        trained = [factor[task] for layer in self.layers for factor in (layer.r, layer.s)]
+        trained += [p[task] for norm in self.norms for p in (norm.gamma, norm.beta)]
+        trained += list(self.heads[task].parameters()) if self.given else []
+        return trained + ([layer.weight for layer in self.layers] if self.training_weights else [])
 
     def infer_task(self, x: Tensor) -> int:
         if len(self.seen) == 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from synthetic_runs import run_synthetic
@@ -100,3 +102,49 @@ def test_rank_one_convolution_matches_a_convolution_written_out_by_hand() -> Non
     assert torch.allclose(layer(x), expected, atol=1e-5)
     selection.alpha = torch.tensor([0.0, 1.0])  # a superposition that selects task 1 gives the same
     assert torch.allclose(layer(x), expected, atol=1e-5)
+
+
+def test_weight_decay_is_the_authors_adam_decay_on_what_the_task_trains_and_spares_finished_tasks() -> None:
+    """Theirs keeps each task's factors in a parameter of its own, so Adam's decay reaches only the current task's."""
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 1, 4, 4), torch.randint(0, 2, (6,))
+    decayed = build("GNu", weight_decay=0.5, first_task_factor_lr="weights")
+    for task in (0, 1):
+        optimizer = torch.optim.Adam(decayed.begin_segment(task, 0), lr=1e-2)
+        before = [[t.detach().clone() for t in (layer.weight, layer.r, layer.s)] for layer in decayed.layers]
+        for _ in range(3):
+            optimizer.zero_grad()
+            decayed.loss(x, y, task).backward()
+            optimizer.step()
+
+    def task_1_as_its_own_parameters(weight_decay: float) -> list[torch.Tensor]:
+        reference = build("GNu", first_task_factor_lr="weights")
+        for layer, tensors in zip(reference.layers, before, strict=True):
+            for t, saved in zip((layer.weight, layer.r, layer.s), tensors, strict=True):
+                t.data.copy_(saved)
+        reference.begin_segment(0, 0)
+        reference.begin_segment(1, 0)
+        shared = [p for layer in reference.layers for p in (layer.r, layer.s)]
+        rows = [torch.nn.Parameter(p[1].detach().clone()) for p in shared]
+        optimizer = torch.optim.Adam(rows, lr=1e-2, weight_decay=weight_decay)  # torch's coupled decay
+        for _ in range(3):
+            for p, row in zip(shared, rows, strict=True):
+                p.data[1], p.grad = row.data, None
+            reference.loss(x, y, 1).backward()
+            for p, row in zip(shared, rows, strict=True):
+                row.grad = p.grad[1].clone()
+            optimizer.step()
+        return rows
+
+    ours = [p[1] for layer in decayed.layers for p in (layer.r, layer.s)]
+    theirs, undecayed = task_1_as_its_own_parameters(0.5), task_1_as_its_own_parameters(0.0)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ours, theirs, strict=True))
+    assert max((a - b).abs().max().item() for a, b in zip(ours, undecayed, strict=True)) > 1e-3
+    assert all(torch.equal(layer.r[0], saved[1][0]) for layer, saved in zip(decayed.layers, before, strict=True))
+    # on the first task the decay reaches W as well
+    decayed.begin_segment(0, 0)
+    weight = decayed.layers[0].weight
+    with_decay = torch.autograd.grad(decayed.loss(x, y, 0), weight)[0]
+    decayed.config = dataclasses.replace(decayed.config, weight_decay=0.0)
+    without = torch.autograd.grad(decayed.loss(x, y, 0), weight)[0]
+    assert torch.allclose(with_decay - without, 0.5 * weight, atol=1e-6)
