@@ -352,6 +352,23 @@ class MaskBank:
             out.index_add_(0, examples.flatten(), outputs.view(-1, self.shape[0]))
         return out
 
+    def candidate_outputs(
+        self, weight: Tensor, x: Tensor, alpha: Tensor, group: Tensor, rows: Tensor | None
+    ) -> CandidateOutputs:
+        """``(weight * M_i) @ x[n]`` for every mask i and example n with ``alpha[group[n], i]`` nonzero, kept
+        apart: what ``mixed_forward`` sums, for a layer whose input no alpha changes (``CandidateOutputs``)."""
+        outputs, examples, columns = [], [], []
+        for masked, chunk_columns, chunk_examples, weights in self._candidate_chunks(weight, alpha, group, rows):
+            valid = weights != 0
+            products = torch.bmm(x[chunk_examples], masked.transpose(1, 2))  # c x L x out
+            outputs.append(products[valid])
+            examples.append(chunk_examples[valid])
+            columns.append(chunk_columns[:, None].expand_as(chunk_examples)[valid])
+        if not outputs:
+            empty = torch.zeros(0, dtype=torch.long, device=x.device)
+            return CandidateOutputs(x.new_zeros(0, self.shape[0]), empty, empty, len(x))
+        return CandidateOutputs(torch.cat(outputs), torch.cat(examples), torch.cat(columns), len(x))
+
     def mixed_backward(
         self,
         weight: Tensor,
@@ -376,6 +393,33 @@ class MaskBank:
 
     def nbytes(self) -> int:
         return self.count * self.row_bytes
+
+
+class CandidateOutputs:
+    """A linear layer's outputs under each candidate mask, one row per (example, mask) pair: ``(W * M_i) x_n``.
+
+    For the first masked layer, whose input (the images) no superposition changes, Binary's later rounds
+    (SupSup Algorithm 2, each test batch halving its own candidates) need these once: the layer's output under
+    any superposition of the candidates is then ``sum_i alpha[group[n], i] (W * M_i) x_n``, a weighted sum of
+    kept rows whose gradient for alpha is ``delta_n . (W * M_i) x_n``, instead of every mask applied anew in
+    every round. Pairs whose alpha falls to 0 are dropped as the candidates halve.
+    """
+
+    def __init__(self, outputs: Tensor, examples: Tensor, columns: Tensor, count: int) -> None:
+        self.outputs, self.examples, self.columns, self.count = outputs, examples, columns, count
+
+    def superposed(self, alpha: Tensor, group: Tensor) -> Tensor:
+        """The layer's output for every example under its group's row of ``alpha`` (differentiable in alpha)."""
+        weights = alpha[group[self.examples], self.columns]
+        kept = weights.detach() != 0
+        if not bool(kept.all()):
+            self.outputs, self.examples, self.columns = self.outputs[kept], self.examples[kept], self.columns[kept]
+            weights = weights[kept]
+        total = self.outputs.new_zeros(self.count, self.outputs.shape[1])
+        return total.index_add(0, self.examples, weights[:, None] * self.outputs)
+
+    def nbytes(self) -> int:
+        return self.outputs.numel() * self.outputs.element_size()
 
 
 class Superimpose(torch.autograd.Function):

@@ -55,6 +55,7 @@ from torch import Tensor, nn
 from methods.base import SCENARIO_NAMES, BuildContext, Method, Prediction, ReplaySampler, register_method
 from methods.norms import batch_statistics, normalise
 from methods.supermask import (
+    CandidateOutputs,
     MaskBank,
     MixedSuperimpose,
     Superimpose,
@@ -86,6 +87,7 @@ SEED_BYTES = 8
 # Binary 82 / 347 / 619 at 1 / 4 / 8 against 614-740.
 BATCHED_IMAGES_AT_MOST = {"one_shot": 32, "binary": 4}
 INFERENCE_IMAGES_AT_ONCE = 4096  # images per forward-backward pass of batched inference (masks unpacked once per pass)
+CANDIDATE_OUTPUT_BYTES = 256 << 20  # Binary: the first layer's outputs under each candidate, kept through the rounds
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,9 @@ class MaskedLayer(nn.Module):
         self.bank = MaskBank(tuple(weight.shape), device)
         self._cached: tuple[tuple[int, int], Tensor] | None = None
         self.capture: list[tuple[MaskedLayer, Tensor, Tensor]] | None = None  # (layer, input, output) when set
+        # mixed mode, first layer only: keep each candidate's outputs on first use and superpose those after
+        self.keeps_candidate_outputs = False
+        self.candidate_outputs: CandidateOutputs | None = None
 
     @property
     def fan_in(self) -> int:
@@ -174,6 +179,11 @@ class MaskedLayer(nn.Module):
         elif state.mode == "slot":
             weight = self.weight * self.slot_mask(state.slot)
         elif state.mode == "mixed":  # a superposition per group of examples: linear layers only (_batches_inference)
+            if self.keeps_candidate_outputs and self.candidate_outputs is None:
+                bank, alpha, inputs = self.bank, state.alpha.detach(), x.detach()
+                self.candidate_outputs = bank.candidate_outputs(self.weight, inputs, alpha, state.group, state.rows)
+            if self.candidate_outputs is not None:
+                return self.candidate_outputs.superposed(state.alpha, state.group)
             return MixedSuperimpose.apply(x, state.alpha, self.weight, self.bank, state.rows, state.group)
         else:
             assert state.alpha is not None
@@ -584,22 +594,36 @@ class SupSup(Method):
         everyone = torch.arange(count, device=self.device)
         candidates = [halve(everyone, score) if count > 1 else everyone for score in scores]
         per_batch = list(images.split(sizes))
-        for _ in range(binary_rounds(count) - 1):
-            undecided = [b for b, held in enumerate(candidates) if len(held) > 1]
-            for group in self._groups_of_images(undecided, sizes):
-                images_of, held_by = [per_batch[b] for b in group], [candidates[b] for b in group]
-                gradients = self._mixed_alpha_gradients(images_of, held_by, count, rows)
-                for b, gradient_b in zip(group, gradients, strict=True):
-                    candidates[b] = halve(candidates[b], -gradient_b[candidates[b]])
+        undecided = [b for b, held in enumerate(candidates) if len(held) > 1]
+        first = self.layers[0]
+        for group in self._groups_of_images(undecided, sizes, self._images_per_binary_group(count)):
+            first.keeps_candidate_outputs, first.candidate_outputs = True, None
+            try:
+                for _ in range(binary_rounds(count) - 1):
+                    if all(len(candidates[b]) == 1 for b in group):
+                        break
+                    images_of, held_by = [per_batch[b] for b in group], [candidates[b] for b in group]
+                    gradients = self._mixed_alpha_gradients(images_of, held_by, count, rows)
+                    for b, gradient_b in zip(group, gradients, strict=True):
+                        if len(candidates[b]) > 1:
+                            candidates[b] = halve(candidates[b], -gradient_b[candidates[b]])
+            finally:
+                first.keeps_candidate_outputs, first.candidate_outputs = False, None
         return [int(held[0]) for held in candidates]
 
+    def _images_per_binary_group(self, count: int) -> int:
+        """Images whose Binary rounds run together: at most INFERENCE_IMAGES_AT_ONCE, and few enough that the
+        first layer's outputs under each of half the candidates (``CandidateOutputs``) fit CANDIDATE_OUTPUT_BYTES."""
+        pair_bytes = 4 * self.layers[0].weight.shape[0] * -(-count // 2)
+        return max(1, min(INFERENCE_IMAGES_AT_ONCE, CANDIDATE_OUTPUT_BYTES // pair_bytes))
+
     @staticmethod
-    def _groups_of_images(batches: list[int], sizes: list[int]) -> list[list[int]]:
-        """Consecutive batches in groups of at most INFERENCE_IMAGES_AT_ONCE images (at least one batch each)."""
+    def _groups_of_images(batches: list[int], sizes: list[int], limit: int) -> list[list[int]]:
+        """Consecutive batches in groups of at most ``limit`` images (at least one batch each)."""
         groups: list[list[int]] = []
         held = 0
         for b in batches:
-            if not groups or held + sizes[b] > INFERENCE_IMAGES_AT_ONCE:
+            if not groups or held + sizes[b] > limit:
                 groups.append([])
                 held = 0
             groups[-1].append(b)

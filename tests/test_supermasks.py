@@ -418,3 +418,32 @@ def test_batched_alpha_gradients_are_the_per_batch_ones() -> None:
         forward = method._superposed(x[example : example + 1])
         _, score = one_shot(forward, count, method._objective, method.device)
         torch.testing.assert_close(-together[:, example], score, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kept_bytes", [1, 1 << 28], ids=["a-batch-a-group", "one-group"])
+def test_binary_rounds_superpose_the_first_layers_kept_outputs_and_infer_what_batch_by_batch_infers(
+    monkeypatch, kept_bytes: int
+) -> None:  # noqa: ANN001
+    """Binary's later rounds reuse each candidate's first-layer outputs (``CandidateOutputs``) instead of applying
+    the first layer's masks again, in groups of batches sized by the bytes those outputs may take."""
+    import methods.supsup as supsup_module
+    from methods.supermask import MaskBank
+
+    loop = trained_loop("GNu", {"output_size": 10, "inference": "binary", "inference_images": 2}, tasks=9)
+    method = loop.method
+    monkeypatch.setattr(supsup_module, "CANDIDATE_OUTPUT_BYTES", kept_bytes)
+    first_shape = method.layers[0].bank.shape
+    mixed_shapes: list[tuple[int, ...]] = []
+    mixed_forward = MaskBank.mixed_forward
+
+    def spy(bank: MaskBank, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        mixed_shapes.append(bank.shape)
+        return mixed_forward(bank, *args, **kwargs)
+
+    monkeypatch.setattr(MaskBank, "mixed_forward", spy)
+    batches = [x for task in range(9) for x, _ in loop.stream.test_batches(task, 8)]
+    alone = [int(method.predict(x, None).task[0]) for x in batches]
+    assert not mixed_shapes  # batch by batch never mixes
+    assert method.infer_slots(batches) == [method.task_slot[t] for t in alone]
+    assert mixed_shapes and first_shape not in mixed_shapes  # later rounds ran, never over the first layer's masks
+    assert method.layers[0].candidate_outputs is None  # dropped after each group
