@@ -316,11 +316,13 @@ class SupermaskKit:
 MASK_SECONDS_PER_FLOP = 0.134 / 1000 / 5.32e5  # bench/supsup.py inference, LeNet 300-100 (5.32e5 FLOPs)
 # Per test batch, relative to One-Shot batch by batch (the same benchmark, one run, 1,000 masks): Binary batch by
 # batch 557 against 134 ms; across 334 test batches One-Shot 4.9 ms and Binary 69.1 ms, classification included.
+# Binary across batches since its later rounds reuse the first layer's outputs (CandidateOutputs): 250 -> 122 ms
+# beside One-Shot's 14 ms in one run on one loaded thread, so about half its earlier factor.
 INFERENCE_FACTORS = {
     ("one_shot", False): 1.0,
     ("binary", False): 4.1,
     ("one_shot", True): 0.037,
-    ("binary", True): 0.51,
+    ("binary", True): 0.25,
 }
 
 
