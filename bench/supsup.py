@@ -13,6 +13,8 @@ back from the Parquet tables):
                recovered, and the accuracy
     inference  One-Shot and Binary: time per test batch and peak memory for k masks
                (LeNet 300-100, s=500), and the memory of the 2,500-mask model
+    batche-inference  BatchE's One-Shot over the factors and lowest, batch by batch and across
+               test batches (FC 1024-1024, s=500, k tasks)
 
     python bench/supsup.py gnu --data-dir ../shared/datasets [--tasks 50]
 """
@@ -220,9 +222,46 @@ def inference(args: argparse.Namespace) -> None:
     )
 
 
+def batche_inference(args: argparse.Namespace) -> None:
+    """BatchE's task inference from one image a test batch, batch by batch against across 100 batches at once."""
+    import torch
+
+    from harness.backbones import PRESETS, backbone_factory
+    from methods.base import BuildContext, LabelSpace
+    from methods.batche import BatchE, BatchEConfig
+
+    torch.set_num_threads(2)
+
+    def model(k: int, inference: str) -> BatchE:
+        batche = BatchE(BatchEConfig(output_size=500, inference_images=1, inference=inference))  # type: ignore[arg-type]
+        factory = backbone_factory(PRESETS["fc_1024_1024"], (1, 28, 28))
+        batche.build(BuildContext("GNu", LabelSpace(k, 10, False), factory, (1, 28, 28), torch.device("cpu"), 0))
+        generator = torch.Generator().manual_seed(k)
+        for layer in batche.layers:  # trained factors are far from their +-1 start
+            layer.r.data = torch.randn(layer.r.shape, generator=generator)
+            layer.s.data = torch.randn(layer.s.shape, generator=generator)
+        batche.seen = list(range(k))
+        return batche
+
+    batches = [torch.rand(128, 1, 28, 28) for _ in range(100)]
+    print("BatchE task inference from one image of each test batch of 128, FC 1024-1024, s=500, CPU, 2 threads")
+    print("  algorithm  tasks  batch-by-batch-ms  across-100-batches-ms  same-as-per-batch  (classification included)")
+    for inference in ("one_shot", "lowest"):
+        for k in (10, 100, 250):
+            batche = model(k, inference)
+            started = time.perf_counter()
+            alone = [int(batche.predict(x, None).task[0]) for x in batches[:10]]
+            one_by_one = (time.perf_counter() - started) / 10
+            started = time.perf_counter()
+            together = [int(p.task[0]) for p in batche.predict_many(batches, None)]
+            many = (time.perf_counter() - started) / len(batches)
+            same = alone == together[:10]
+            print(f"  {inference:9s} {k:6d} {one_by_one * 1000:18.1f} {many * 1000:22.1f} {same!s:>18s}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["gnu", "nns", "batche", "hopsupsup", "inference"])
+    parser.add_argument("what", choices=["gnu", "nns", "batche", "hopsupsup", "inference", "batche-inference"])
     parser.add_argument("--backbone", default=None)
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--tasks", type=int, default=None)
@@ -234,6 +273,7 @@ def main() -> None:
     if args.what == "hopsupsup" and args.steps == 1000:
         args.steps = 100  # about one epoch of a SplitMNIST task, as the authors train HopSupSup
     commands = {"gnu": gnu, "nns": nns, "batche": batche, "hopsupsup": hopsupsup, "inference": inference}
+    commands["batche-inference"] = batche_inference
     commands[args.what](args)
 
 

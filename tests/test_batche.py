@@ -148,3 +148,78 @@ def test_weight_decay_is_the_authors_adam_decay_on_what_the_task_trains_and_spar
     decayed.config = dataclasses.replace(decayed.config, weight_decay=0.0)
     without = torch.autograd.grad(decayed.loss(x, y, 0), weight)[0]
     assert torch.allclose(with_decay - without, 0.5 * weight, atol=1e-6)
+
+
+def trained_loop(scenario: str, settings: dict, backbone: dict | None = None):  # noqa: ANN201
+    from harness.grid import make_cell
+    from harness.runner import Loop, WorkerSettings
+
+    cell = make_cell(
+        "batche",
+        "synthetic",
+        scenario,
+        method_settings={"output_size": 8, **settings},
+        stream_settings={"num_tasks": 5, "steps_per_task": 40, "test_per_task": 96},
+        backbone=backbone or {"name": "fc", "hidden": [32, 32]},
+        training={"lr": 0.01, "batch_size": 32, "probe_every": 0, "eval_batch_size": 8},
+    )
+    loop = Loop(cell, WorkerSettings(None, "cpu", 1))
+    loop.run()
+    return loop
+
+
+BATCHED_CASES = [
+    ("GNu", {"inference_images": 1}),
+    ("GNu", {"inference_images": 2}),
+    ("GNs", {"weight_init": "kaiming_normal", "first_task_factor_lr": "weights", "inference_images": 1}),
+    ("GNu", {"inference": "lowest"}),
+    ("GNu", {"inference": "lowest", "inference_images": 1}),
+    ("GNu", {"inference": "lowest", "inference_images": 1, "objective": "superfluous"}),
+]
+
+
+@pytest.mark.parametrize(("scenario", "settings"), BATCHED_CASES, ids=[f"{s}-{c}" for s, c in BATCHED_CASES])
+def test_inference_over_many_test_batches_infers_what_it_infers_batch_by_batch(scenario: str, settings: dict) -> None:
+    loop = trained_loop(scenario, settings)
+    method = loop.method
+    assert method._batches_inference(8) and len(method.seen) == 5
+    batches = [x for task in range(5) for x, _ in loop.stream.test_batches(task, 8)]
+    one_by_one = [method.predict(x, None) for x in batches]
+    together = list(method.predict_many(batches, None))
+    for alone, batched in zip(one_by_one, together, strict=True):
+        assert torch.equal(alone.task, batched.task)
+        torch.testing.assert_close(alone.logits, batched.logits)
+    inferred = {int(p.task[0]) for p in one_by_one}
+    assert len(inferred) > 1  # the batches are not all given one task, so equality says something
+
+
+@pytest.mark.parametrize("objective", ["entropy", "superfluous"])
+def test_batched_alpha_gradients_are_the_per_batch_ones(objective: str) -> None:
+    from methods.task_inference import alpha_gradient
+
+    loop = trained_loop("GNu", {"objective": objective})
+    method = loop.method
+    x, _ = next(loop.stream.test_batches(2, 8))
+    together = method._alpha_gradients(x)
+    order = torch.tensor(method.seen)
+    for example in range(len(x)):
+
+        def forward(alpha: torch.Tensor, rows: torch.Tensor | None, image: torch.Tensor = x[example : example + 1]):
+            method.selection.alpha = torch.zeros(int(order.max()) + 1).index_add(0, order, alpha)
+            try:
+                return method.last(method.trunk(image))
+            finally:
+                method.selection.alpha = None
+
+        with torch.enable_grad():
+            alone = -alpha_gradient(forward, None, len(order), method._objective, torch.device("cpu"))
+        torch.testing.assert_close(together[:, example], alone, rtol=1e-4, atol=1e-6)
+
+
+def test_one_shot_batches_across_test_batches_only_from_few_images_and_without_batch_norm() -> None:
+    assert build("GNu", inference_images=1)._batches_inference(128)
+    assert not build("GNu")._batches_inference(128)  # the whole batch: cheaper batch by batch
+    assert build("GNu", inference="lowest")._batches_inference(128)
+    method = build("GNu", inference_images=1)
+    method.norms.append(object())  # type: ignore[arg-type]
+    assert not method._batches_inference(128)
