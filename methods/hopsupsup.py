@@ -52,6 +52,14 @@ and reports, as the inferred task, the task whose mask the recovered one
 agrees with most: the task-inference accuracy then measures how often the
 right mask was recovered. Without it, GNu derives the task from the predicted
 label as for any k*l-way classifier.
+
+Recovery is not batched across test batches (``predict_many`` is the default,
+batch by batch; issue 15): ``carried`` takes its steps in order, each from the
+scores the one before left, so no two steps can run as one; ``per_batch`` is
+independent per batch, but its layers normalise with the batch's own
+statistics and its steps are SGD on each batch's scores, so batching would
+need every batch's scores and momentum stacked: only ``recovery_steps`` small
+passes per batch that the 2,048-wide layers already fill.
 """
 
 from __future__ import annotations
