@@ -22,6 +22,7 @@ from harness import __version__
 
 if TYPE_CHECKING:
     from harness.cells import Cell
+    from harness.fusion import FusionPlan
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 # What each command imports (torch, pyarrow, ...): imported first, where Ctrl-C ends the process at once
@@ -93,6 +94,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--cpus-per-cell", type=int, default=1, help="CPUs (and torch threads) per cell")
     run.add_argument(
+        "--fuse",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="on: cells that differ only in seed train as one batched computation, each still its own cell (the "
+        "dry run shows the groups); auto: on where it was measured to pay on the device; off: every cell alone",
+    )
+    run.add_argument("--fuse-max", type=int, default=None, metavar="K", help="at most K cells per fused group (8)")
+    run.add_argument(
         "--checkpoint-every",
         type=float,
         default=300.0,
@@ -133,6 +142,8 @@ def _list(what: str) -> None:
         for name in METHODS.names():
             cls = METHODS.get(name)
             print(f"{name} (version {cls.version}; scenarios {', '.join(sorted(cls.scenarios))})")
+            fusion = "fusable" if cls.fusion_unavailable is None else f"runs alone: {cls.fusion_unavailable}"
+            print(f"    fused cells: {fusion}")
             for line in describe_config(cls.Config):
                 print(f"    {line}")
     elif what == "streams":
@@ -157,9 +168,15 @@ def _list(what: str) -> None:
             print(f"{name}: {' '.join(str(data.get('description', '')).split())}")
 
 
-def _dry_run(cells: Sequence[Cell], data_dir: Path | None, out: Path) -> None:
+def _dry_run(
+    cells: Sequence[Cell],
+    data_dir: Path | None,
+    out: Path,
+    fusion: tuple[str, int, int, str] = ("off", 1, 1, "cpu"),
+) -> None:
     """The cells with the data each reads and an estimate of its compute; then totals per tag and dataset."""
-    from harness.estimate import REFERENCE_DEVICE, estimate_cell
+    from harness.estimate import REFERENCE_DEVICE, estimate_cell, fused_seconds
+    from harness.fusion import plan_fusion
     from harness.scheduler import datasets_needed
     from results.protocol import describe_protocol, protocol_of
     from scenarios import STREAMS
@@ -170,18 +187,25 @@ def _dry_run(cells: Sequence[Cell], data_dir: Path | None, out: Path) -> None:
     cells_by_tag: dict[str, int] = {}
     total = 0.0
     unmeasured: set[str] = set()
+    mode, fuse_max, slots, device = fusion
+    plan = plan_fusion(cells, fuse_max, slots, mode, device)
+    group_of = {c.cell_id: (i, len(g)) for i, g in enumerate(plan.groups) for c in g}
+    alone_total = 0.0
     for cell in cells:
         estimate = estimate_cell(cell)
-        hours = estimate.seconds / 3600
+        group, size = group_of[cell.cell_id]
+        alone_total += estimate.seconds / 3600
+        hours = fused_seconds(estimate, size) / 3600
         total += hours
         if not estimate.speed_measured:
             unmeasured.add(f"{cell.method} on {estimate.backbone_kind}")
         needs = STREAMS.get(cell.stream).datasets
         data = ",".join(f"{n}({'present' if status[n][0] else 'missing'})" for n in needs) or "none"
         protocol = describe_protocol(protocol_of({"stream_config": cell.stream_config, "training": cell.training}))
+        fused = f"  fused=group{group + 1}x{size}" if size > 1 else ""
         print(
             f"{cell.cell_id}  {cell.label()}  tags={','.join(cell.tags)}  protocol={protocol}  data={data}  "
-            f"eval={duration(estimate.eval_seconds)}  est={duration(estimate.seconds)}"
+            f"eval={duration(estimate.eval_seconds)}  est={duration(hours * 3600)}{fused}"
         )
         tag = cell.tags[0] if cell.tags else ""
         hours_by_tag[tag] = hours_by_tag.get(tag, 0.0) + hours
@@ -194,12 +218,36 @@ def _dry_run(cells: Sequence[Cell], data_dir: Path | None, out: Path) -> None:
         print(f"  {name}: {'present in ' + where if present else where}")
     if unmeasured:
         print(f"speed not measured, estimated at the plain loop's: {', '.join(sorted(unmeasured))}")
+    _print_fusion(plan, mode, fuse_max, slots, alone_total * 3600, total * 3600)
     about = f"about {duration(total * 3600)} of device time on {REFERENCE_DEVICE}"
     print(f"{plural(len(cells), 'cell')}; {about}; output: {out}")
 
 
+def _print_fusion(plan: FusionPlan, mode: str, fuse_max: int, slots: int, alone: float, fused: float) -> None:
+    """The fused groups and the cells that run alone, with the reasons (harness/fusion.py)."""
+    if mode == "off":
+        print("fusion: off (--fuse off): every cell alone")
+        return
+    sizes = [len(g) for g in plan.groups if len(g) > 1]
+    print(
+        f"fusion (--fuse {mode}, --fuse-max {fuse_max}, {plural(slots, 'cell')} at a time on the reference machine): "
+        f"{plural(len(sizes), 'fused group')} "
+        f"of {sum(sizes)} cells (sizes {', '.join(map(str, sorted(set(sizes)))) or '-'}); "
+        f"{duration(fused)} estimated against {duration(alone)} alone"
+    )
+    reasons: dict[str, int] = {}
+    for reason in plan.alone.values():
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in sorted(reasons.items()):
+        print(f"  alone: {plural(count, 'cell')}: {reason}")
+    lonely = sum(1 for g in plan.groups if len(g) == 1 and g[0].cell_id not in plan.alone)
+    if lonely:
+        print(f"  alone: {plural(lonely, 'cell')}: no other cell differs from it only in seed")
+
+
 def _run(args: argparse.Namespace) -> int:
     from harness.config import ConfigError
+    from harness.fusion import DEFAULT_FUSE_MAX
     from harness.grid import Filters, expand_grid
     from harness.loggers import check_loggers
     from harness.overrides import parse_added_method, parse_override
@@ -207,6 +255,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.cpus_per_cell < 1:
         raise ConfigError(f"--cpus-per-cell must be >= 1, got {args.cpus_per_cell}")
+    fuse_max = DEFAULT_FUSE_MAX if args.fuse_max is None else args.fuse_max
+    if fuse_max < 1:
+        raise ConfigError(f"--fuse-max must be >= 1 (1: no fusion), got {args.fuse_max}")
     if not (math.isfinite(args.checkpoint_every) and args.checkpoint_every >= 0):
         raise ConfigError(f"--checkpoint-every must be seconds >= 0 (0: never), got {args.checkpoint_every}")
     filters = Filters(
@@ -229,7 +280,12 @@ def _run(args: argparse.Namespace) -> int:
         changes = [f"--set {text}" for text in args.settings] + [f"--method {text}" for text in args.added_methods]
         if changes:
             print(f"the grid {grid_name} with {', '.join(changes)}")
-        _dry_run(cells, Path(data_dir) if data_dir else None, out)
+        slots = 1 if args.executor == "inline" else max(1, (os.cpu_count() or 1) // args.cpus_per_cell)
+        import torch
+
+        cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+        fusion = (args.fuse, fuse_max, slots, "cuda" if cuda else "cpu")
+        _dry_run(cells, Path(data_dir) if data_dir else None, out, fusion)
         return EXIT_OK
     options = RunOptions(
         out=out,
@@ -240,6 +296,8 @@ def _run(args: argparse.Namespace) -> int:
         cpus_per_cell=args.cpus_per_cell,
         checkpoint_every_s=args.checkpoint_every or math.inf,
         loggers=args.loggers,
+        fuse=args.fuse,
+        fuse_max=fuse_max,
     )
     summary = run_grid(cells, options)
     print(

@@ -36,6 +36,12 @@ REFERENCE_DEVICE = "2 CPU cores (the reference machine)"
 # (bench/throughput.py); GEM's ResNet-18 on 32x32 images at 314 images/s (bench/conv_throughput.py). Small
 # networks use the machine less well; rates between two measured sizes are interpolated in log space.
 PLAIN_RATE = {"fc": ((5.32e5, 6.37e10), (3.72e6, 1.22e11)), "conv": ((1.09e8, 1.13e11), (1.09e8, 1.13e11))}
+# Fused cells (harness/fusion.py): the aggregate training speed of K cells trained as one computation over the
+# same K cells trained one after another, on one thread of the reference machine, by backbone kind, as (K, speed-up)
+# points interpolated in log K; measured with `python bench/fusion.py cells` (README, "Fused cells"). No GPU has
+# been lent to this project yet, so there is no CUDA row: `--fuse auto` fuses there unmeasured (a small network
+# leaves a GPU launch-bound, which is what fusing removes).
+FUSED_SPEEDUP = {"fc": ((1, 1.0), (2, 0.60), (4, 0.70), (8, 0.77)), "conv": ((1, 1.0),)}
 INFERENCE_FACTOR = 3.0  # evaluation without the task: a forward and a backward pass for task inference first
 # Training holds at least this many float32 copies of the parameters: weights, gradients and the optimiser's state
 # (RMSprop's square average and momentum buffer; Adam's two moments). Methods may hold more (masks, per-task copies).
@@ -136,3 +142,28 @@ def estimate_cell(cell: Cell) -> Estimate:
     eval_seconds += method.inference_seconds(config, cell.scenario, tasks_seen, batches_per_task, flops, spec.kind)
     seconds = train_seconds + eval_seconds
     return Estimate(train_samples, eval_samples, seconds, spec.kind, speed is not None, eval_seconds)
+
+
+def fusion_pays(device: str, kind: str) -> bool:
+    """Whether fused cells train faster than cells alone on this device (measured on the CPU; assumed on CUDA)."""
+    if device == "cuda":
+        return kind == "fc"
+    return fused_speedup(kind, 2) > 1.0
+
+
+def fused_speedup(kind: str, cells: int) -> float:
+    """How much faster K fused cells train together than one after another (1 for one cell)."""
+    points = FUSED_SPEEDUP.get(kind, ((1, 1.0),))
+    if cells <= points[0][0]:
+        return points[0][1]
+    for (k0, s0), (k1, s1) in zip(points, points[1:], strict=False):
+        if cells <= k1:
+            position = math.log(cells / k0) / math.log(k1 / k0)
+            return s0 + position * (s1 - s0)
+    return points[-1][1]
+
+
+def fused_seconds(estimate: Estimate, cells: int) -> float:
+    """A cell's share of its fused group's time: its training at the group's speed-up, its own evaluations."""
+    train = estimate.seconds - estimate.eval_seconds
+    return train / fused_speedup(estimate.backbone_kind, cells) + estimate.eval_seconds

@@ -48,6 +48,7 @@ class Clock:
         self.setup_seconds = 0.0  # building the stream and the model, before the first step
         self.eval_seconds = 0.0
         self._eval_started = 0.0
+        self.settled: float | None = None  # a fused cell's wall time: its setup, evaluations and share of the steps
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -71,5 +72,9 @@ class Clock:
         self.setup_seconds += setup
         self.eval_seconds += evaluation
 
+    def settle(self, wall: float) -> None:
+        """From now on the wall time is ``wall`` (a fused cell's: harness/fusion.py)."""
+        self.settled = wall
+
     def wall(self) -> float:
-        return time.perf_counter() - self.start
+        return self.settled if self.settled is not None else time.perf_counter() - self.start

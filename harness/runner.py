@@ -250,41 +250,79 @@ class Loop:
         self.module.train()
         self.clock.end_eval()
 
-    def train_segment(self, segment: Segment, steps_done: int | None = None) -> None:
-        """Train one segment, or the rest of one ``steps_done`` steps in (a resumed checkpoint's)."""
+    def begin_training(self, segment: Segment, steps_done: int | None) -> int | None:
+        """What comes before a segment's steps (none of it when resuming ``steps_done`` steps in); returns the task
+        the method may see (None where the scenario hides it)."""
         visible = segment.task if self.rules.task_in_training else None
         if steps_done is None:
             if segment.task not in self.seen:
                 self.seen.append(segment.task)
             if self.rules.boundaries_in_training:
                 self._restart_optimizer(self.method.begin_segment(visible, self.step))
+        return visible
+
+    def draw_batch(self, segment: Segment) -> tuple[Tensor, Tensor]:
+        """The next training batch of the segment, labels in the label space."""
+        x, local = self.stream.train_batch(segment, self.step, self.training.batch_size)
+        return x, self._targets(local, segment.task)
+
+    def schedule(self, optimizer: torch.optim.Optimizer, index: int, steps: int) -> None:
+        """The learning rates of step ``index`` of a segment of ``steps`` (nothing to do at a constant rate)."""
+        if self.training.lr_schedule != "constant" or self.training.warmup_steps > 0:
+            scale_learning_rates(optimizer, lr_factor(index, steps, self.training))
+
+    def finish_step(self, segment: Segment, loss: Tensor, batch: int) -> None:
+        """After the optimiser step: the method's after_step, then counting, progress and probes."""
+        self._restart_optimizer(self.method.after_step(self.step))
+        self.count_step(segment, loss, batch)
+
+    def end_training(self, segment: Segment, visible: int | None) -> None:
+        """The method's end of segment, with a replay sampler of the segment's task (where boundaries are known)."""
+        if not self.rules.boundaries_in_training:
+            return
+        task = segment.task
+
+        def replay(n: int) -> tuple[Tensor, Tensor]:
+            x, local = self.stream.sample_train(task, n)
+            return x, self._targets(local, task)
+
+        self.method.end_segment(visible, replay)
+
+    def train_segment(self, segment: Segment, steps_done: int | None = None) -> None:
+        """Train one segment, or the rest of one ``steps_done`` steps in (a resumed checkpoint's)."""
+        visible = self.begin_training(segment, steps_done)
         if self.method.runs_own_loop:
             if steps_done is not None:
                 raise RuntimeError(f"method {self.cell.method} runs its own loop: it cannot resume mid-segment")
             self.hand_over_segment(segment, visible)
         else:
-            scheduled = self.training.lr_schedule != "constant" or self.training.warmup_steps > 0
             checkpoints = self.checkpoints
             for index in range(steps_done or 0, segment.steps):
-                x, local = self.stream.train_batch(segment, self.step, self.training.batch_size)
-                loss = self.method.loss(x, self._targets(local, segment.task), visible)
+                x, y = self.draw_batch(segment)
+                loss = self.method.loss(x, y, visible)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if scheduled:
-                    scale_learning_rates(self.optimizer, lr_factor(index, segment.steps, self.training))
+                self.schedule(self.optimizer, index, segment.steps)
                 self.optimizer.step()
-                self._restart_optimizer(self.method.after_step(self.step))
-                self.count_step(segment, loss, len(x))
+                self.finish_step(segment, loss, len(x))
                 if checkpoints is not None and index + 1 < segment.steps and checkpoints.due():
                     self.checkpoint(Position(segment.index, index + 1))
-        if self.rules.boundaries_in_training:
-            task = segment.task
+        self.end_training(segment, visible)
 
-            def replay(n: int) -> tuple[Tensor, Tensor]:
-                x, local = self.stream.sample_train(task, n)
-                return x, self._targets(local, task)
+    def evaluate_if_due(self, segment: Segment, last: bool) -> None:
+        """The accuracy matrix's row after this segment, every ``eval_every_segments`` segments and after the last."""
+        if (segment.index + 1) % self.training.eval_every_segments == 0 or last:
+            self.evaluate_seen(segment)
+            self.report(segment.index + 1, force=True)
 
-            self.method.end_segment(visible, replay)
+    def save_if_due(self, segment: Segment, checkpoint: bool | None = None) -> None:
+        """Between segments: a checkpoint when one is due (or when ``checkpoint`` says), else the partial rows."""
+        if self.checkpoints is None:
+            return
+        if checkpoint if checkpoint is not None else self.checkpoints.due():
+            self.checkpoint(Position(segment.index + 1, None))
+        elif time.monotonic() - self.partial_written >= PARTIAL_EVERY_S:
+            self.write_partial()  # evaluations reach the output folder soon after they are made
 
     def report(self, segments_done: int, force: bool = False) -> None:
         """Tell the driver where the cell is: at most every REPORT_EVERY_S seconds, or now when ``force``."""
@@ -368,22 +406,15 @@ class Loop:
         if start is None and not self.rules.boundaries_in_training:
             self._restart_optimizer(self.method.begin_segment(None, 0))
         segments = self.stream.segments()
-        every = self.training.eval_every_segments
         self.report(start.segment if start is not None else 0, force=True)
         for segment in segments:
             if start is not None and segment.index < start.segment:
                 continue  # trained before the checkpoint this cell resumed from
             resumed = start is not None and segment.index == start.segment
             self.train_segment(segment, start.steps_done if start is not None and resumed else None)
-            if (segment.index + 1) % every == 0 or segment is segments[-1]:
-                self.evaluate_seen(segment)
-                self.report(segment.index + 1, force=True)
-            if self.checkpoints is None or segment is segments[-1]:
-                continue
-            if self.checkpoints.due():
-                self.checkpoint(Position(segment.index + 1, None))
-            elif time.monotonic() - self.partial_written >= PARTIAL_EVERY_S:
-                self.write_partial()  # evaluations reach the output folder soon after they are made
+            self.evaluate_if_due(segment, segment is segments[-1])
+            if segment is not segments[-1]:
+                self.save_if_due(segment)
 
 
 def run_cell(cell: Cell, settings: WorkerSettings) -> CellResult:
@@ -460,6 +491,7 @@ def make_run_row(
         steps=loop.step if loop else 0,
         samples=samples,
         samples_per_second=samples / train_seconds if train_seconds > 0 else 0.0,
+        fused_cells=1,
         resumes=loop.resumes if loop else 0,
         peak_memory_bytes=loop.memory.peak_bytes() if loop else 0,
         peak_memory_kind=loop.memory.kind if loop else "",

@@ -33,12 +33,13 @@ from harness.cells import Cell
 from harness.checkpoint import checkpoint_path, discard_cell_state
 from harness.config import ConfigError
 from harness.estimate import estimate_cell
+from harness.fusion import DEFAULT_FUSE_MAX, plan_fusion, run_group
 from harness.interrupts import interrupt_on_sigterm
 from harness.loggers import LoggerError, Loggers, check_loggers
 from harness.presets import backbone_name, spec_from_dict
 from harness.progress import GridCounts, ProgressBoard, ProgressDisplay, ProgressSink, ProgressView
 from harness.registry import UnknownNameError
-from harness.runner import DEFAULT_CHECKPOINT_EVERY_S, CellResult, WorkerSettings, failed_result, run_cell
+from harness.runner import DEFAULT_CHECKPOINT_EVERY_S, CellResult, WorkerSettings, failed_result
 from results.store import ResultStore
 from scenarios import STREAMS
 from scenarios.datasets import DataMissingError, prepare_dataset
@@ -64,6 +65,8 @@ class RunOptions:
     loggers: tuple[str, ...] = ()  # harness.loggers names: each finished cell's rows also go there
     progress: Callable[[str], None] = print_progress
     live: bool | None = None  # a table redrawn in place; None: when progress goes to a terminal's stderr
+    fuse: str = "auto"  # harness.fusion.FUSE_MODES: train cells that differ only in seed as one batched computation
+    fuse_max: int = DEFAULT_FUSE_MAX  # at most this many cells in one fused group
 
 
 @dataclass
@@ -302,8 +305,10 @@ def _run_inline(
     settings = dataclasses.replace(worker_settings(options, device), progress=ProgressSink(board, redraw))
     try:
         display.refresh(force=True)
-        for cell in cells:
-            _record(store, summary, cell, run_cell(cell, settings), loggers, display)
+        for group in plan_fusion(cells, options.fuse_max, 1, options.fuse, device).groups:
+            by_id = {c.cell_id: c for c in group}
+            for result in run_group(group, settings):
+                _record(store, summary, by_id[result.run["cell_id"]], result, loggers, display)
             display.refresh(force=True)
     finally:
         display.close()
@@ -319,7 +324,7 @@ def _remote() -> Any:
     if _remote_run_cell is None:
         import ray
 
-        _remote_run_cell = ray.remote(max_calls=0, max_retries=WORKER_RETRIES)(run_cell)
+        _remote_run_cell = ray.remote(max_calls=0, max_retries=WORKER_RETRIES)(run_group)
     return _remote_run_cell
 
 
@@ -429,20 +434,24 @@ def _run_ray(
         board = ray.remote(num_cpus=0)(ProgressBoard).remote()  # the workers' reports, on any node
         settings = dataclasses.replace(worker_settings(options, device), progress=ProgressSink(board))
         remote = _remote()
-        pending = {remote.options(**per_cell[c.cell_id]).remote(c, settings): c for c in cells}
         cpus = sum(n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive"))
-        display = progress_display(cells, options, summary, slots=max(1, int(cpus // options.cpus_per_cell)))
+        slots = max(1, int(cpus // options.cpus_per_cell))
+        groups = plan_fusion(cells, options.fuse_max, slots, options.fuse, device).groups
+        pending = {remote.options(**per_cell[g[0].cell_id]).remote(g, settings): g for g in groups}
+        display = progress_display(cells, options, summary, slots=slots)
         try:
             display.refresh(force=True)
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
                 for ref in ready:
-                    cell = pending.pop(ref)
+                    group = pending.pop(ref)
+                    by_id = {c.cell_id: c for c in group}
                     try:
-                        result = ray.get(ref)
+                        results = ray.get(ref)
                     except Exception as error:  # the worker died more often than it was retried
-                        result = failed_result(cell, settings, error)
-                    _record(store, summary, cell, result, loggers, display)
+                        results = [failed_result(cell, settings, error) for cell in group]
+                    for result in results:
+                        _record(store, summary, by_id[result.run["cell_id"]], result, loggers, display)
                 _pull_reports(board, display)
                 display.refresh(force=bool(ready))
         except BaseException:

@@ -187,6 +187,7 @@ class AvalancheMethod(Method):
     version = f"1+avalanche{AVALANCHE_VERSION}"
     scenarios = frozenset({"GG", "GNs", "GNu"})
     runs_own_loop = True
+    fusion_unavailable = "Avalanche runs its own training loop"
     strategy_name: ClassVar[str]
 
     @classmethod

@@ -206,6 +206,12 @@ class Method(ABC):
     # ResNet-18). Never inherited (register_method reads the class's own): a kind left out is estimated at the plain
     # loop's speed, and the dry run says so.
     relative_speed: ClassVar[Mapping[str, float]] = {}
+    # Fused cells (harness/fusion.py): None where cells of this method that differ only in seed may train as one
+    # batched computation, which needs ``fused_entry``; else why not, as the dry run prints it. A subclass inherits it.
+    fusion_unavailable: ClassVar[str | None] = "it declares no fused entry (Method.fused_entry)"
+    # Settings whose values may differ within a fused group: read only outside the fused entry's forward pass
+    # (a penalty's strength, what end_segment does), never by the entry's forward or the module's shapes
+    fusable_settings: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def inference_seconds(
@@ -246,6 +252,12 @@ class Method(ABC):
     def train_segment(self, data: SegmentData) -> None:
         """Run the segment's optimiser steps in another framework's loop (only where ``runs_own_loop``)."""
         raise NotImplementedError(f"method {self.name} sets runs_own_loop but defines no train_segment()")
+
+    def fused_entry(self, task: int | None) -> nn.Module | None:
+        """For fused cells: the submodule of the root that every ``loss`` of this task runs first, once, on the
+        whole training batch (the network, or its trunk), whose forward depends on nothing but its input, its
+        parameters and its buffers; the runner runs it for all the group's cells at once (harness/fusion.py)."""
+        return None
 
     def after_step(self, step: int) -> TrainableParams | None:
         """Called after every optimiser step; gradients are still in ``.grad``. Must not sync with the device."""
@@ -293,6 +305,8 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
             raise TypeError(f"method {name!r} ({cls.__qualname__}) must define {hook}()")
         cls.name = name
         cls.relative_speed = dict(vars(cls).get("relative_speed", {}))  # a subclass measures its own
+        if cls.fusion_unavailable is None and cls.fused_entry is Method.fused_entry:
+            raise TypeError(f"method {name!r} ({cls.__qualname__}) says it can be fused but defines no fused_entry()")
         return METHODS.register(name)(cls)
 
     return add

@@ -245,6 +245,7 @@ class RankOneKit:
 @register_method("batche")
 class BatchE(Method):
     relative_speed = {"fc": 0.7, "conv": 0.65}
+    fusion_unavailable = "its factors' selection per task and One-Shot inference were not brought under vmap"
     version = "1"
     Config = BatchEConfig
     scenarios = frozenset({"GG", "GNs", "GNu"})

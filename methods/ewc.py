@@ -67,6 +67,7 @@ class EWC(Standard):
     version = "1"
     Config = EWCConfig
     scenarios = frozenset({"GG", "GNs", "GNu"})  # consolidation needs task boundaries
+    fusable_settings = frozenset({"ewc_lambda", "gamma"})  # read by the penalty and end_segment only
     config: EWCConfig
 
     def build(self, context: BuildContext) -> torch.nn.Module:

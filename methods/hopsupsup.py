@@ -170,6 +170,7 @@ class HopfieldKit:
 class HopSupSup(Method):
     takes_weight_decay = True
     relative_speed = {"fc": 0.5}
+    fusion_unavailable = "its Hopfield recovery follows each cell's own data (data-dependent control flow)"
     version = "2"
     Config = HopSupSupConfig
     scenarios = frozenset({"GNs", "GNu"})  # trained with the task, recovered without it

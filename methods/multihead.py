@@ -24,6 +24,7 @@ class Multihead(Method):
     Config = MultiheadConfig
     config: MultiheadConfig
     scenarios = frozenset({"GG"})  # choosing the head needs the task at test time
+    fusion_unavailable = None  # fused: the trunk; each cell's head runs on its slice of the trunk's output
 
     def build(self, context: BuildContext) -> nn.Module:
         kit = TorchKit()
@@ -39,6 +40,9 @@ class Multihead(Method):
     def begin_segment(self, task: int | None, step: int) -> None:
         assert task is not None, "multihead runs only where the task is given"
         self.seen.add(task)
+
+    def fused_entry(self, task: int | None) -> nn.Module:
+        return self.trunk
 
     def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
         assert task is not None

@@ -85,6 +85,9 @@ class ContextBank(nn.Module):
 
     complex_valued: ClassVar[bool] = False
 
+    def prepare(self, index: Index, device: torch.device) -> None:
+        """Make the context of ``index`` if it is made lazily (before training with it starts)."""
+
     def bind(self, x: Tensor, index: Index) -> Tensor:
         raise NotImplementedError
 
@@ -188,7 +191,11 @@ class OnePowerBank(ContextBank):
 
 
 class RotationBank(ContextBank):
-    """A Haar-random orthogonal matrix per context, drawn with scipy.stats.ortho_group when first used."""
+    """A Haar-random orthogonal matrix per context, drawn with scipy.stats.ortho_group when first used.
+
+    Fixed matrices are buffers (``fixed_<index>``), so that they belong to the module like learned ones; ``prepare``
+    draws the current task's before its training starts (a fused group stacks them then).
+    """
 
     def __init__(self, size: int, count: int, seed: int, learn: bool) -> None:
         super().__init__()
@@ -196,7 +203,7 @@ class RotationBank(ContextBank):
         self.seed = seed
         self.learn = learn
         self.count = count
-        self.matrices = nn.ParameterDict() if learn else {}
+        self.matrices = nn.ParameterDict()
         if learn:  # learnable contexts must exist before the optimiser is built
             for index in range(count):
                 self.matrices[str(index)] = nn.Parameter(self._draw(index))
@@ -206,10 +213,15 @@ class RotationBank(ContextBank):
         return torch.from_numpy(np.asarray(matrix, dtype=np.float32))
 
     def matrix(self, index: Index, device: torch.device) -> Tensor:
-        key = str(index)
-        if key not in self.matrices:
-            self.matrices[key] = self._draw(index).to(device)
-        return self.matrices[key]
+        if self.learn:
+            return self.matrices[str(index)]
+        name = f"fixed_{index}"
+        if name not in self._buffers:
+            self.register_buffer(name, self._draw(index).to(device), persistent=False)
+        return self._buffers[name]
+
+    def prepare(self, index: Index, device: torch.device) -> None:
+        self.matrix(index, device)
 
     def bind(self, x: Tensor, index: Index) -> Tensor:
         return x @ self.matrix(index, x.device).T
@@ -375,6 +387,7 @@ class PSP(Method):
     bank: ClassVar[type[ContextBank]]  # the kind of context every layer gets
     # batch-norm statistics per context (each context is a model); off where contexts change every step
     per_context_norm: ClassVar[bool] = True
+    fusion_unavailable = None  # its contexts are parameters or buffers; the context index is the same in every cell
 
     def make_bank(self, size: int, count: int, seed: int, learn: bool) -> ContextBank:
         return self.bank(size, count, seed, learn)  # type: ignore[call-arg]
@@ -405,6 +418,11 @@ class PSP(Method):
 
     def begin_segment(self, task: int | None, step: int) -> None:
         self.state.index = self.index_for(task)
+        for layer in self.layers:
+            layer.bank.prepare(self.state.index, layer.weight.device)
+
+    def fused_entry(self, task: int | None) -> nn.Module:
+        return self.net
 
     def logits(self, x: Tensor) -> Tensor:
         out = self.net(x)

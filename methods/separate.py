@@ -37,6 +37,7 @@ class Separate(Method):
     Config = SeparateConfig
     config: SeparateConfig
     scenarios = frozenset({"GG"})  # a model is chosen by the task
+    fusion_unavailable = None
 
     def build(self, context: BuildContext) -> nn.Module:
         kit = TorchKit()
@@ -54,6 +55,10 @@ class Separate(Method):
         assert task is not None, "separate runs only where the task is given"
         self.seen.add(task)
         return list(self.models[task].parameters())
+
+    def fused_entry(self, task: int | None) -> nn.Module:
+        assert task is not None
+        return self.models[task]
 
     def loss(self, x: Tensor, y: Tensor, task: int | None) -> Tensor:
         assert task is not None

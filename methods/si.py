@@ -57,6 +57,7 @@ class SI(Standard):
     version = "1"
     Config = SIConfig
     scenarios = frozenset({"GG", "GNs", "GNu"})  # consolidation needs task boundaries
+    fusable_settings = frozenset({"c", "xi"})  # read by the penalty, after_step and end_segment only
     config: SIConfig
 
     def build(self, context: BuildContext) -> torch.nn.Module:

@@ -35,12 +35,16 @@ class Standard(Method):
     config: StandardConfig
     scenarios = frozenset(SCENARIO_NAMES)
     loss_outputs = frozenset(LOSS_OUTPUTS)
+    fusion_unavailable = None
 
     def build(self, context: BuildContext) -> nn.Module:
         kit = TorchKit()
         backbone = context.make_backbone(kit)
         self.net = backbone.with_head(kit, context.label_space.num_outputs)
         self.outputs = TrainingOutputs(context.label_space, context.loss_outputs)
+        return self.net
+
+    def fused_entry(self, task: int | None) -> nn.Module:
         return self.net
 
     def training_logits(self, x: Tensor, task: int | None) -> Tensor:

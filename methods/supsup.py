@@ -330,6 +330,9 @@ INFERENCE_FACTORS = {
 class SupSup(Method):
     takes_weight_decay = True
     relative_speed = {"fc": 0.76, "conv": 0.71}
+    # NNs allocates masks by each cell's own losses (data-dependent control flow); Binary inference and the
+    # per-task mask edits were not brought under vmap
+    fusion_unavailable = "mask allocation (NNs) and task inference follow each cell's own data; not fused yet"
 
     @classmethod
     def inference_seconds(

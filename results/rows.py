@@ -59,6 +59,10 @@ class RunRow:
         "training examples drawn from the stream (the sum of the batch sizes of every step)", "examples"
     )
     samples_per_second: float = column("samples / train_seconds", "samples/s")
+    fused_cells: int = column(
+        "cells trained as one batched computation with this one, itself included (1: alone); a fused cell's "
+        "train_seconds is its share of the group's steps"
+    )
     resumes: int = column("how often the cell took up its checkpoint after an interruption (0: it ran through)")
     peak_memory_bytes: int = column("peak memory of the cell (what was measured: peak_memory_kind)", "bytes")
     peak_memory_kind: str = column(

@@ -11,8 +11,9 @@ import pyarrow as pa
 from results.rows import EvalRow, RunRow, columns
 
 # 2: a method's diagnostics are metrics named DIAGNOSTIC_PREFIX + name; 3: runs.resumes; 4: runs.started_at a UTC
-# timestamp (a float of unix seconds before), runs.node_id, every field's description and unit in its metadata
-SCHEMA_VERSION = 4
+# timestamp (a float of unix seconds before), runs.node_id, every field's description and unit in its metadata;
+# 5: runs.fused_cells (a row of an earlier version ran alone: 1)
+SCHEMA_VERSION = 5
 DIAGNOSTIC_PREFIX = "diagnostic:"  # no metric of the harness has a colon, so a diagnostic never reads as a metric
 METRICS = {  # what the harness itself records in the evals table's metric column: (description, unit of value)
     "accuracy": ("each seen task's test set after every evaluated segment: the accuracy matrix", "fraction"),
@@ -65,7 +66,7 @@ def upgrade_run_record(record: dict[str, Any]) -> dict[str, Any]:
     upgraded = {name: record.get(name) for name in RUNS.names}
     if isinstance(upgraded["started_at"], int | float):
         upgraded["started_at"] = datetime.fromtimestamp(upgraded["started_at"], tz=UTC)
-    for name, default in (("resumes", 0), ("node_id", "")):
+    for name, default in (("resumes", 0), ("node_id", ""), ("fused_cells", 1)):
         if upgraded[name] is None:
             upgraded[name] = default
     return upgraded

@@ -13,6 +13,7 @@ import pytest
 import harness.scheduler as scheduler
 from harness import __version__
 from harness.cli import EXIT_BAD_INPUT, EXIT_OK, duration, main, plural
+from harness.estimate import fusion_pays
 from harness.grid import MAX_CELLS, grid_names
 from results.store import ResultStore
 
@@ -353,10 +354,36 @@ def test_dry_run_lists_cells_data_and_estimates_and_trains_nothing(
     assert all("  protocol=harness  " in line for line in listed)  # the smoke grid keeps every default
     assert f"MNIST: present in {real_data_dir / 'MNIST' / 'raw'}" in out
     seconds_per = {"s": 1, "min": 60, "h": 3600}
-    estimates = [line.rsplit("est=", 1)[1].split() for line in listed]
+    estimates = [line.rsplit("est=", 1)[1].split()[:2] for line in listed]
     assert all(float(value.replace(",", "")) * seconds_per[unit] > 0 for value, unit in estimates)
     assert "smoke-gg: " in out
+    assert "fusion (--fuse auto" in out
     assert not out_dir.exists()
+
+
+def test_the_dry_run_shows_the_fused_groups_and_why_the_other_cells_run_alone(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    assert main(["run", "--grid", "smoke", "--dry-run", "--fuse", "on"]) == 0
+    out = capsys.readouterr().out
+    listed = [line for line in out.splitlines() if "tags=smoke" in line]
+    # the smoke grid runs two seeds of every setting: fusable ones in pairs, the rest alone with the reason
+    assert any("standard/permuted_mnist/GG/seed0" in line and "fused=group" in line for line in listed)
+    assert not any("supsup/" in line and "fused=" in line for line in listed)
+    assert "fused groups of " in out and "alone: 8 cells: supsup: " in out
+    assert main(["run", "--grid", "smoke", "--dry-run"]) == 0  # auto: where fusing was measured to pay
+    auto = capsys.readouterr().out
+    fused = any("fused=group" in line for line in auto.splitlines())
+    assert fused == fusion_pays("cpu", "fc")
+    assert ("--fuse on fuses" in auto) == (not fusion_pays("cpu", "fc"))
+
+
+def test_fusion_can_be_turned_off_and_its_size_must_be_positive(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    assert main(["run", "--grid", "smoke", "--dry-run", "--fuse", "off"]) == 0
+    out = capsys.readouterr().out
+    assert "fusion: off" in out and "fused=" not in out
+    assert main(["run", "--grid", "smoke", "--dry-run", "--fuse-max", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--fuse-max must be >= 1" in capsys.readouterr().err
 
 
 def test_only_picks_experiments_by_tag_or_prefix_and_max_tasks_caps_streams(

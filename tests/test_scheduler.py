@@ -39,6 +39,16 @@ def test_ray_runs_a_tiny_grid_on_reused_workers(tmp_path: Path) -> None:
     assert any("8/8 cells: 8 done, 0 failed" in line for line in lines)
     assert runs.node_id.nunique() == 1 and re.fullmatch("[0-9a-f]{56}", runs.node_id.iloc[0])  # one Ray node here
     assert str(runs.started_at.dtype) == "datetime64[us, UTC]"
+    # the same grid fused: each pair of seeds one Ray task, each cell its own rows, equal to its rows alone
+    fused = run_grid(cells, RunOptions(out=tmp_path / "fused", executor="ray", fuse="on", progress=lines.append))
+    assert (fused.done, fused.failed) == (8, 0)
+    fused_runs = pd.read_parquet(tmp_path / "fused" / "runs")
+    assert set(fused_runs.fused_cells) == {2} and set(runs.fused_cells) <= {1, 2}
+    columns = ["cell_id", "step", "eval_task", "metric"]
+    alone = pd.read_parquet(tmp_path / "out" / "evals").sort_values(columns).reset_index(drop=True)
+    together = pd.read_parquet(tmp_path / "fused" / "evals").sort_values(columns).reset_index(drop=True)
+    assert alone[columns].equals(together[columns])
+    assert (alone.value - together.value).abs().max() <= 1e-5
 
 
 def test_small_backbones_share_a_gpu_and_large_ones_get_a_whole_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,14 +134,14 @@ def descends_from_this_process(pid: int) -> bool:
 
 
 def ray_cell_processes() -> list[int]:
-    """PIDs of this test's Ray workers running a cell now (Ray titles them ``ray::run_cell`` while they do).
+    """PIDs of this test's Ray workers running a cell now (Ray titles them ``ray::run_group`` while they do).
 
     Only descendants of this process: another harness run on the machine (a user's paper run) is never touched.
     """
     pids = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and b"ray::run_cell" in (entry / "cmdline").read_bytes():
+            if entry.name.isdigit() and b"ray::run_group" in (entry / "cmdline").read_bytes():
                 pids.append(int(entry.name))
         except OSError:
             continue
@@ -163,7 +173,7 @@ def test_a_worker_killed_mid_cell_is_retried_and_the_grid_has_every_row_once(tmp
 
     killer = threading.Thread(target=kill_a_worker_mid_cell, daemon=True)
     killer.start()
-    summary = run_grid(cells, RunOptions(out=out, executor="ray", progress=lambda _: None))
+    summary = run_grid(cells, RunOptions(out=out, executor="ray", fuse="on", progress=lambda _: None))
     killer.join(timeout=5)
     assert killed, "no worker was caught in the middle of a cell"
     assert (summary.done, summary.failed) == (len(cells), 0)
