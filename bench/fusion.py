@@ -6,7 +6,7 @@ It also checks the fused rows equal the alone rows (the largest difference is pr
 
     python bench/fusion.py cells --data-dir ../shared/datasets [--methods standard,ewc,si] [--sizes 2,4,8]
 
-``grid``: a grid through ``harness run`` twice, ``--fuse off`` and ``--fuse auto``, each into a fresh folder,
+``grid``: a grid through ``harness run`` twice, ``--fuse off`` and ``--fuse on``, each into a fresh folder,
 with everything else equal; the wall time of the whole run, and per fused group the sum of its members' wall
 times against the sum of the same cells' alone.
 
@@ -96,6 +96,7 @@ def bench_cells(args: argparse.Namespace) -> pd.DataFrame:
 def harness_run(args: argparse.Namespace, fuse: str, out: Path) -> float:
     command = [sys.executable, "-m", "harness.cli", "run", "--grid", args.grid, "--out", str(out), "--fuse", fuse]
     command += ["--scale", str(args.scale), "--executor", args.executor, "--checkpoint-every", "0"]
+    command += ["--fuse-max", str(args.fuse_max)]
     if args.seeds:
         command += ["--seeds", str(args.seeds)]
     if args.data_dir:
@@ -116,10 +117,10 @@ def bench_grid(args: argparse.Namespace) -> pd.DataFrame:
     plan = plan_fusion(cells, args.fuse_max, slots)
     with tempfile.TemporaryDirectory(prefix="fusion-bench-") as scratch:
         walls = {}
-        for fuse in ("off", "auto"):
+        for fuse in ("off", "on"):
             out = Path(scratch) / fuse
             walls[fuse] = (harness_run(args, fuse, out), pd.read_parquet(out / "runs"))
-    (off_s, off_runs), (auto_s, auto_runs) = walls["off"], walls["auto"]
+    (off_s, off_runs), (auto_s, auto_runs) = walls["off"], walls["on"]
     off_wall = dict(zip(off_runs.cell_id, off_runs.wall_seconds, strict=True))
     auto_wall = dict(zip(auto_runs.cell_id, auto_runs.wall_seconds, strict=True))
     fused_cells = dict(zip(auto_runs.cell_id, auto_runs.fused_cells, strict=True))
@@ -152,7 +153,7 @@ def bench_grid(args: argparse.Namespace) -> pd.DataFrame:
         )
     alone_cells = [c.cell_id for g in plan.groups if len(g) == 1 for c in g]
     print(
-        f"whole run: --fuse off {off_s:.0f} s, --fuse auto {auto_s:.0f} s ({off_s / auto_s:.2f}x); cells alone in "
+        f"whole run: --fuse off {off_s:.0f} s, --fuse on {auto_s:.0f} s ({off_s / auto_s:.2f}x); cells alone in "
         f"both: {sum(off_wall[i] for i in alone_cells):.0f} s against {sum(auto_wall[i] for i in alone_cells):.0f} s"
     )
     rows.append(

@@ -41,7 +41,7 @@ PLAIN_RATE = {"fc": ((5.32e5, 6.37e10), (3.72e6, 1.22e11)), "conv": ((1.09e8, 1.
 # points interpolated in log K; measured with `python bench/fusion.py cells` (README, "Fused cells"). No GPU has
 # been lent to this project yet, so there is no CUDA row: `--fuse auto` fuses there unmeasured (a small network
 # leaves a GPU launch-bound, which is what fusing removes).
-FUSED_SPEEDUP = {"fc": ((1, 1.0), (2, 0.60), (4, 0.70), (8, 0.77)), "conv": ((1, 1.0),)}
+FUSED_SPEEDUP = {"fc": ((1, 1.0), (2, 0.63), (4, 0.68), (8, 0.75)), "conv": ((1, 1.0),)}  # LeNet, standard
 INFERENCE_FACTOR = 3.0  # evaluation without the task: a forward and a backward pass for task inference first
 # Training holds at least this many float32 copies of the parameters: weights, gradients and the optimiser's state
 # (RMSprop's square average and momentum buffer; Adam's two moments). Methods may hold more (masks, per-task copies).
