@@ -6,6 +6,11 @@ It also checks the fused rows equal the alone rows (the largest difference is pr
 
     python bench/fusion.py cells --data-dir ../shared/datasets [--methods standard,ewc,si] [--sizes 2,4,8]
 
+``products``: forward and backward of K LeNets' layers on one thread, one after another, as ``baddbmm`` over
+stacked weights, and under ``vmap``: whether batching the matrix products pays at all here.
+
+    python bench/fusion.py products [--cells 4] [--batch 128]
+
 ``grid``: a grid through ``harness run`` twice, ``--fuse off`` and ``--fuse on``, each into a fresh folder,
 with everything else equal; the wall time of the whole run, and per fused group the sum of its members' wall
 times against the sum of the same cells' alone.
@@ -27,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from _common import ROOT, append_figures
+from torch import Tensor
 
 from harness.backbones import PRESETS
 from harness.fusion import plan_fusion, run_group
@@ -91,6 +97,51 @@ def bench_cells(args: argparse.Namespace) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def bench_products(args: argparse.Namespace) -> pd.DataFrame:
+    import torch.nn.functional as F
+    from torch.func import vmap
+
+    torch.set_num_threads(1)
+    k, batch, widths = args.cells, args.batch, (784, 300, 100, 10)
+    stacked = [torch.randn(k, o, i, requires_grad=True) for i, o in zip(widths, widths[1:], strict=False)]
+    biases = [torch.zeros(k, o, requires_grad=True) for o in widths[1:]]
+    own = [[t[j].detach().clone().requires_grad_() for t in (*stacked, *biases)] for j in range(k)]
+    x, y = torch.randn(k, batch, 784), torch.randint(0, 10, (k, batch))
+
+    def network(w0: Tensor, w1: Tensor, w2: Tensor, b0: Tensor, b1: Tensor, b2: Tensor, h: Tensor) -> Tensor:
+        return F.linear(F.relu(F.linear(F.relu(F.linear(h, w0, b0)), w1, b1)), w2, b2)
+
+    def alone() -> None:
+        for j in range(k):
+            F.cross_entropy(network(*own[j], x[j]), y[j]).backward()
+
+    def baddbmm() -> None:
+        h = x
+        for layer, (w, b) in enumerate(zip(stacked, biases, strict=True)):
+            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            h = torch.relu(h) if layer < 2 else h
+        F.cross_entropy(h.flatten(0, 1), y.flatten(), reduction="sum").div(batch).backward()
+
+    def vmapped() -> None:
+        out = vmap(network)(*stacked, *biases, x)
+        F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="sum").div(batch).backward()
+
+    totals = {"alone": 0.0, "baddbmm": 0.0, "vmap": 0.0}
+    for _ in range(args.rounds):  # alternated, so that a change of load hits all alike
+        for name, step in (("alone", alone), ("baddbmm", baddbmm), ("vmap", vmapped)):
+            step()
+            began = time.perf_counter()
+            for _ in range(20):
+                step()
+            totals[name] += time.perf_counter() - began
+    per_step = {name: 1000 * t / (20 * args.rounds) for name, t in totals.items()}
+    print(
+        f"forward and backward of {k} LeNet 300-100 at batch {batch}, one thread, ms per step: "
+        + ", ".join(f"{name} {ms:.1f}" for name, ms in per_step.items())
+    )
+    return pd.DataFrame([{"mode": "products", "cells": k, **per_step, "measured_at": time.time()}])
 
 
 def harness_run(args: argparse.Namespace, fuse: str, out: Path) -> float:
@@ -180,6 +231,10 @@ def main() -> None:
     cells.add_argument("--tasks", type=int, default=2)
     cells.add_argument("--steps", type=int, default=300)
     cells.add_argument("--rounds", type=int, default=2, help="alone then fused, this many times")
+    products = modes.add_parser("products")
+    products.add_argument("--cells", type=int, default=4)
+    products.add_argument("--batch", type=int, default=128)
+    products.add_argument("--rounds", type=int, default=6)
     grid = modes.add_parser("grid")
     grid.add_argument("--grid", default="smoke")
     grid.add_argument("--scale", type=float, default=1.0)
@@ -188,11 +243,11 @@ def main() -> None:
     grid.add_argument("--streams", action="append", default=[])
     grid.add_argument("--executor", choices=("ray", "inline"), default="ray")
     grid.add_argument("--fuse-max", type=int, default=8)
-    for sub in (cells, grid):
+    for sub in (cells, products, grid):
         sub.add_argument("--data-dir", type=Path, default=None)
         sub.add_argument("--out", type=Path, default=Path("runs/bench/fusion.parquet"))
     args = parser.parse_args()
-    table = bench_cells(args) if args.mode == "cells" else bench_grid(args)
+    table = {"cells": bench_cells, "products": bench_products, "grid": bench_grid}[args.mode](args)
     append_figures(table, args.out)
 
 
