@@ -91,7 +91,8 @@ def test_ray_workers_report_to_the_driver(tmp_path: Path) -> None:
 
 def test_a_terminal_gets_a_table_and_a_pipe_gets_lines(tmp_path: Path) -> None:
     path = tmp_path / "grid.yaml"
-    path.write_text(GRID.format(steps=400))
+    # long enough (seconds) that the live table is redrawn at least once on a fast, quiet machine
+    path.write_text(GRID.format(steps=3000))
     command = [sys.executable, "-m", "harness.cli", "run", "--grid", str(path), "--executor", "inline"]
     env = {**os.environ, "COLUMNS": "140", "TERM": "xterm"}
     typescript = tmp_path / "typescript"
@@ -104,7 +105,7 @@ def test_a_terminal_gets_a_table_and_a_pipe_gets_lines(tmp_path: Path) -> None:
         timeout=300,
     )
     assert terminal.returncode == 0, terminal.stdout[-2000:]
-    screen = typescript.read_text(errors="replace")
+    screen = typescript.read_text(errors="replace") + terminal.stdout  # script's copy of the screen, and its own
     assert "┏━" in screen and "cell eta" in screen and "\x1b[1A" in screen  # rich's table, redrawn in place
     assert "standard/synthetic/GN" in screen and "2/2 cells: 2 done" in screen
     piped = subprocess.run(
