@@ -31,6 +31,7 @@ at an evaluation) fails alone; the others are regrouped and go on.
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import time
@@ -47,11 +48,12 @@ from torch.func import functional_call, vmap
 from harness.cells import Cell
 from harness.checkpoint import Position, random_states, restore_random_states
 from harness.estimate import fusion_pays
+from harness.presets import spec_from_dict
 from harness.runner import CellResult, Loop, WorkerSettings, make_run_row, run_cell
 from methods import METHODS
 from scenarios.streams import Segment
 
-DEFAULT_FUSE_MAX = 8  # cells per fused group (--fuse-max): LeNet gains little beyond 8 on a CPU (bench/fused_seeds.py)
+DEFAULT_FUSE_MAX = 8  # cells per fused group (--fuse-max); larger groups hold more stacked memory per worker
 VERIFY_TOLERANCE = 1e-4  # largest difference, relative to the output's scale, between fused and own forward passes
 
 
@@ -70,10 +72,10 @@ def unfusable_reason(cell: Cell, mode: str = "on", device: str = "cpu") -> str |
     method = METHODS.get(cell.method)
     if method.fusion_unavailable is not None:
         return f"{cell.method}: {method.fusion_unavailable}"
-    kind = cell.backbone.get("name", "fc")
+    kind = spec_from_dict(cell.backbone).kind
     if kind != "fc":
         return "convolutional backbone: batch norm updates its running statistics in place inside the forward pass"
-    if mode == "auto" and not fusion_pays(device, "fc"):
+    if mode == "auto" and not fusion_pays(device, kind):
         return f"fused cells were measured no faster than cells alone on {device} (bench/fusion.py); --fuse on fuses"
     return None
 
@@ -81,8 +83,6 @@ def unfusable_reason(cell: Cell, mode: str = "on", device: str = "cpu") -> str |
 def fusion_key(cell: Cell) -> str:
     """Cells with the same key may train as one computation: everything but the seed and the settings the method
     declares fusable (``Method.fusable_settings``) is equal."""
-    import json
-
     method = METHODS.get(cell.method)
     config = {k: v for k, v in cell.method_config.items() if k not in method.fusable_settings}
     identity = {**cell.identity(), "method_config": config, "seed": None}
@@ -152,7 +152,7 @@ class Stacks:
         self.params: dict[str, Tensor] = {}
         self.buffers: dict[str, Tensor] = {}
         self.members: dict[str, list[Tensor]] = {}  # name -> each member's own tensor object
-        self.name_of: dict[int, str] = {}  # id of member 0's tensor -> its name
+        self.name_of: dict[int, str] = {}  # id of any member's tensor -> its name
         self.watch: list[tuple[Tensor, int]] = []
         self.restack()
 
@@ -186,15 +186,17 @@ class Stacks:
                 self.members[name] = tensors
             for gone in set(stacks) - set(names):
                 del stacks[gone]
-        self.name_of = {id(t[0]): name for name, t in self.members.items()}
+        self.name_of = {id(t): name for name, tensors in self.members.items() for t in tensors}
         self.watch = [(t, t.data_ptr()) for tensors in self.members.values() for t in tensors]
+        self.sync_requires_grad()
 
     def intact(self) -> bool:
         """No member's tensor was re-pointed or replaced since the last ``restack``."""
         return all(t.data_ptr() == ptr for t, ptr in self.watch)
 
     def sync_requires_grad(self) -> None:
-        """A stacked parameter takes gradients exactly when its members' do (a frozen trunk takes none)."""
+        """A stacked parameter takes gradients exactly when its members' do (a frozen trunk takes none); members
+        change that only in their segment hooks, after which the group restacks."""
         for name, stacked in self.params.items():
             flags = {t.requires_grad for t in self.members[name]}
             if len(flags) > 1:
@@ -209,13 +211,6 @@ class Stacks:
         for name, t in entry.named_buffers():
             buffers[name] = self.buffers[self._full_name(t, name)]
         return params, buffers
-
-    def name_in(self, tensor: Tensor, member: int) -> str | None:
-        """The name of one of member ``member``'s tensors (None: not in its module)."""
-        for name, tensors in self.members.items():
-            if tensors[member] is tensor:
-                return name
-        return None
 
     def _full_name(self, tensor: Tensor, name: str) -> str:
         full = self.name_of.get(id(tensor))
@@ -278,7 +273,7 @@ class FusedOptimizer:
                 own = other.param_groups[index]
                 if _options(own) != _options(group):
                     raise FusionError(f"member {k}'s optimiser has other settings than member 0's")
-                if [stacks.name_in(p, k) for p in own["params"]] != names:
+                if [stacks.name_of.get(id(p)) for p in own["params"]] != names:
                     raise FusionError(f"member {k}'s optimiser trains other tensors than member 0's")
             trained = [n for n in names if n is not None and n in stacks.params]  # None: make_optimizer's stand-in
             self.names += trained
@@ -346,32 +341,25 @@ class Member:
     cell: Cell
     loop: Loop  # None only for a member that failed to build (it has its result)
     started: float
-    torch_state: Tensor | None = None  # its torch random state between turns within a step
-    full_state: dict[str, Any] | None = None  # all its random states between other turns
+    random: dict[str, Any] = field(default_factory=dict)  # its random states (harness.checkpoint) between turns
+    segments: list[Segment] = field(default_factory=list)  # its stream's, listed once
     result: CellResult | None = None
 
     @contextmanager
     def turn(self, full: bool) -> Iterator[None]:
-        """The member's random state while it runs (its draws never interleave with another member's)."""
+        """The member's random state while it runs (its draws never interleave with another member's): all of
+        them (``full``), or only torch's, the one a training step may draw from, within a step."""
         if full:
-            if self.full_state is not None:
-                restore_random_states(self.full_state)
-            try:
-                yield
-            finally:
-                self.full_state = random_states()
-                self.torch_state = None
-            return
-        if self.torch_state is not None:
-            torch.set_rng_state(self.torch_state)
-        elif self.full_state is not None:
-            restore_random_states(self.full_state)
+            restore_random_states(self.random)
+        else:
+            torch.set_rng_state(self.random["torch"])
         try:
             yield
         finally:
-            self.torch_state = torch.get_rng_state()
-            if self.full_state is not None:
-                self.full_state["torch"] = self.torch_state
+            if full:
+                self.random = random_states()
+            else:
+                self.random["torch"] = torch.get_rng_state()
 
 
 START = Position(-1, None)  # "go on alone from the member's own start": no hook of the group has run yet
@@ -394,7 +382,7 @@ class FusedGroup:
                 run = make_run_row(cell, settings, None, started, exc, traceback.format_exc())
                 self.done.append(Member(cell, None, started, result=CellResult(run=run, evals=[])))  # type: ignore[arg-type]
                 continue
-            self.members.append(Member(cell, loop, started, full_state=random_states()))
+            self.members.append(Member(cell, loop, started, random_states(), loop.stream.segments()))
         self.size = len(self.members)
         self.stacks: Stacks | None = None
         self.optimizer: FusedOptimizer | None = None
@@ -492,7 +480,7 @@ class FusedGroup:
     def _run_fused(self) -> None:
         start = self._start()
         loops = [m.loop for m in self.members]
-        shapes = [[(s.index, s.steps) for s in loop.stream.segments()] for loop in loops]
+        shapes = [[(s.index, s.steps) for s in m.segments] for m in self.members]
         if any(shape != shapes[0] for shape in shapes[1:]):
             raise FusionError("the members' streams have different segments")
         if any(loop.method.runs_own_loop for loop in loops):
@@ -514,7 +502,7 @@ class FusedGroup:
 
     @staticmethod
     def _segment(member: Member, index: int) -> Segment:
-        return member.loop.stream.segments()[index]
+        return member.segments[index]
 
     def _train_segment(self, index: int, steps_done: int | None, last: bool) -> None:
         assert self.stacks is not None
@@ -588,7 +576,6 @@ class FusedGroup:
                 m.loop.stream.restore_sampling_state(pickle.loads(snapshot))
             raise
         self.exact = None
-        self.stacks.sync_requires_grad()
         torch.stack(losses).sum().backward()
         self._hand_out_gradients()
         optimizer = self.optimizer.optimizer
@@ -711,8 +698,7 @@ class FusedGroup:
         self.unfuse()
         exact = self.exact
         for member in list(self.members):
-            if member.full_state is not None:
-                restore_random_states(member.full_state)
+            restore_random_states(member.random)
             if exact is None:
                 member.result = run_cell(member.cell, self.settings)
             else:

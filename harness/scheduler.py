@@ -316,16 +316,16 @@ def _run_inline(
 
 # ---- Ray ---------------------------------------------------------------------------------------------------------
 
-_remote_run_cell: Any = None
+_remote_run_group: Any = None
 
 
 def _remote() -> Any:
-    global _remote_run_cell
-    if _remote_run_cell is None:
+    global _remote_run_group
+    if _remote_run_group is None:
         import ray
 
-        _remote_run_cell = ray.remote(max_calls=0, max_retries=WORKER_RETRIES)(run_group)
-    return _remote_run_cell
+        _remote_run_group = ray.remote(max_calls=0, max_retries=WORKER_RETRIES)(run_group)
+    return _remote_run_group
 
 
 def _start_ray(address: str | None) -> bool:
